@@ -1,0 +1,32 @@
+import os
+import sys
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PYRO_AEVB_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _pyro_defaults():
+    """Folder-level defaults, as in Pyro's own test suite: a seed, an empty param store, validation on."""
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    pyro.enable_validation(True)
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture
+def shared_data():
+    """The real MNIST and Frey Face files, as CI provides them beside the repository."""
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set PYRO_AEVB_DATA)")
+    return SHARED_DATA
+
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+sys.path.insert(0, str(REPO))
