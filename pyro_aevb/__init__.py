@@ -1,3 +1,41 @@
-"""pyro-aevb: Auto-Encoding Variational Bayes as a probabilistic program in Pyro."""
+"""
+pyro-aevb: Auto-Encoding Variational Bayes (Kingma & Welling, 2013) as a probabilistic program in Pyro.
+
+[1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013), arXiv:1312.6114
+"""
 
 __version__ = "0.1.0"
+
+from .aevb import AEVB, PAPER_STEP_SIZES
+from .data import DATASETS, Dataset, DataError, MinibatchSampler, load_dataset
+from .errors import ConfigError, RunDirError, TrainingDiverged, UserError
+from .evaluate import lower_bound, make_elbo
+from .nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, init_normal_
+from .train import METHODS, TrainConfig, load_run, train
+from .vae import VAE, data_plate
+
+__all__ = [
+    "AEVB",
+    "BernoulliMLPDecoder",
+    "ConfigError",
+    "DATASETS",
+    "DataError",
+    "Dataset",
+    "GaussianMLPDecoder",
+    "GaussianMLPEncoder",
+    "METHODS",
+    "MinibatchSampler",
+    "PAPER_STEP_SIZES",
+    "RunDirError",
+    "TrainConfig",
+    "TrainingDiverged",
+    "UserError",
+    "VAE",
+    "data_plate",
+    "init_normal_",
+    "load_dataset",
+    "load_run",
+    "lower_bound",
+    "make_elbo",
+    "train",
+]

@@ -1,0 +1,119 @@
+r"""
+The multilayer perceptrons of Appendix C of [1].
+
+Each net has one hidden layer of :math:`\tanh` units. The encoder and the Gaussian decoder share their
+hidden layer between two linear heads, one for the mean and one for the log-variance:
+
+.. math::
+
+    h = \tanh(W_3 x + b_3), \qquad \mu = W_4 h + b_4, \qquad \log\sigma^2 = W_5 h + b_5
+    \qquad \text{(Eq. 12)}
+
+    \log p(x|z) = \sum_i x_i \log y_i + (1 - x_i) \log(1 - y_i),
+    \quad y = f_\sigma(W_2 \tanh(W_1 z + b_1) + b_2) \qquad \text{(Eq. 11)}
+
+The nets are plain :class:`torch.nn.Module` objects that return tensors; the probabilistic meaning
+(which distribution the outputs parametrise) lives in the model and the guide of
+:mod:`pyro_aevb.vae`.
+
+[1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
+"""
+
+import torch
+from torch import nn
+
+__all__ = ["BernoulliMLPDecoder", "GaussianMLPDecoder", "GaussianMLPEncoder", "init_normal_"]
+
+
+def init_normal_(module, std=0.01):
+    r"""
+    Initialise every parameter of ``module`` (weights and biases) from :math:`\mathcal{N}(0, \mathrm{std}^2)`,
+    in place. The paper: "parameters are initialized by random sampling from N(0, 0.01)"; we read 0.01
+    as the standard deviation, as the authors' released code does.
+
+    :param torch.nn.Module module: the net to initialise.
+    :param float std: the standard deviation.
+    :returns: ``module``.
+    """
+    if std <= 0:
+        raise ValueError(f"std must be positive, got {std}")
+    with torch.no_grad():
+        for param in module.parameters():
+            param.normal_(0.0, std)
+    return module
+
+
+class _TanhMLP(nn.Module):
+    """One shared tanh hidden layer followed by one or two linear heads."""
+
+    def __init__(self, in_dim, hidden_dim, out_dim, two_heads, init_std):
+        super().__init__()
+        for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
+        self.hidden = nn.Linear(in_dim, hidden_dim)
+        self.loc = nn.Linear(hidden_dim, out_dim)
+        self.log_var = nn.Linear(hidden_dim, out_dim) if two_heads else None
+        if init_std is not None:
+            init_normal_(self, init_std)
+
+    def _check(self, inputs):
+        if inputs.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs with last dimension {self.in_dim}, "
+                f"got shape {tuple(inputs.shape)}"
+            )
+
+
+class GaussianMLPEncoder(_TanhMLP):
+    r"""
+    The recognition model's net :math:`x \mapsto (\mu, \sigma)` of Appendix C.2 (Eq. 12), with separate
+    linear heads for :math:`\mu` and :math:`\log\sigma^2` on a shared tanh layer.
+
+    :param int x_dim: data dimension D.
+    :param int hidden_dim: hidden units (500 for MNIST, 200 for Frey Face in the paper).
+    :param int z_dim: latent dimension :math:`N_z`.
+    :param float init_std: standard deviation of the N(0, std²) initialisation, or None to keep PyTorch's.
+    """
+
+    def __init__(self, x_dim, hidden_dim, z_dim, init_std=0.01):
+        super().__init__(x_dim, hidden_dim, z_dim, two_heads=True, init_std=init_std)
+
+    def forward(self, x):
+        """:returns: ``(z_loc, z_scale)``, each of shape ``x.shape[:-1] + (z_dim,)``."""
+        self._check(x)
+        h = torch.tanh(self.hidden(x))
+        return self.loc(h), torch.exp(0.5 * self.log_var(h))
+
+
+class BernoulliMLPDecoder(_TanhMLP):
+    r"""
+    The generative model's net for binary data, Appendix C.1 (Eq. 11): :math:`z \mapsto` the logits of
+    :math:`y`, so that :math:`p(x|z) = \mathrm{Bernoulli}(x; \mathrm{sigmoid}(\text{logits}))`.
+    Logits rather than probabilities keep :math:`\log y` and :math:`\log(1-y)` finite.
+    """
+
+    def __init__(self, z_dim, hidden_dim, x_dim, init_std=0.01):
+        super().__init__(z_dim, hidden_dim, x_dim, two_heads=False, init_std=init_std)
+
+    def forward(self, z):
+        """:returns: logits of shape ``z.shape[:-1] + (x_dim,)``."""
+        self._check(z)
+        return self.loc(torch.tanh(self.hidden(z)))
+
+
+class GaussianMLPDecoder(_TanhMLP):
+    r"""
+    The generative model's net for real-valued data, Appendix C.2 (Eq. 12 with :math:`z` as input).
+    As in the paper's Frey Face experiment, the mean passes through a sigmoid so that it lies in (0, 1).
+    """
+
+    def __init__(self, z_dim, hidden_dim, x_dim, init_std=0.01):
+        super().__init__(z_dim, hidden_dim, x_dim, two_heads=True, init_std=init_std)
+
+    def forward(self, z):
+        """:returns: ``(x_loc, x_scale)``, each of shape ``z.shape[:-1] + (x_dim,)``."""
+        self._check(z)
+        h = torch.tanh(self.hidden(z))
+        return torch.sigmoid(self.loc(h)), torch.exp(0.5 * self.log_var(h))

