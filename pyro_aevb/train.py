@@ -136,6 +136,9 @@ def _lazy(path):
 METHODS = {
     "aevb": _aevb("B"),
     "aevb-mc": _aevb("A"),
+    "wake-sleep": _lazy(".wake_sleep:WakeSleep"),
+    "mcem": _lazy(".mcem:MCEM"),
+    "mcem-is": _lazy(".mcem:ImportanceMCEM"),
 }
 
 
