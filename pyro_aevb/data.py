@@ -551,7 +551,8 @@ class MinibatchSampler:
         for key, value in mine.items():
             if state[key] != value:
                 raise ValueError(f"state has {key}={state[key]!r} but this sampler has {value!r}")
-        self.generator.set_state(state["generator_state"])
+        # .cpu(): a checkpoint loaded with map_location="cuda" moves the (CPU) generator state too.
+        self.generator.set_state(state["generator_state"].cpu())
         self.seed = state["seed"]
         self.epoch = state["epoch"]
         self._position = state["position"]
