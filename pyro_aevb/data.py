@@ -47,6 +47,8 @@ import urllib.request
 import numpy as np
 import torch
 
+from .errors import UserError
+
 __all__ = [
     "DATASETS",
     "DataError",
@@ -91,7 +93,7 @@ _MNIST5K_NUM_TRAIN = 4000
 _md5_cache = {}
 
 
-class DataError(Exception):
+class DataError(UserError):
     """
     A problem with the data a user can fix: a missing, truncated or corrupt file, or values
     outside the support of the likelihood. The message names the file and where it comes from.
@@ -430,7 +432,13 @@ def load_dataset(name, data_dir=None, binarize=None, download=True, device="cpu"
         raise DataError(f"unknown data set {name!r}; known data sets: {', '.join(DATASETS)}")
     if binarize is not None and binarize not in _BINARIZE_MODES:
         raise ValueError(f"binarize must be one of {_BINARIZE_MODES} or None, got {binarize!r}")
+    explicit = data_dir is not None
     data_dir, origin = _resolve_data_dir(data_dir)
+    if explicit and name != "mnist5k" and not data_dir.is_dir():
+        raise DataError(
+            f"the data directory {data_dir} does not exist. Create it to download {name} into it, "
+            f"or pass the folder that holds the data files"
+        )
     try:
         dataset = DATASETS[name](data_dir, download)
     except DataError as e:

@@ -5,7 +5,7 @@ and samples from a trained model. matplotlib is imported only when a figure is d
 
 import torch
 
-__all__ = ["plot_lower_bound", "plot_reconstructions"]
+__all__ = ["image_grid", "latent_grid", "plot_lower_bound", "plot_manifold", "plot_reconstructions"]
 
 _YLABEL = {"lower_bound": r"$\mathcal{L}$ per datapoint (nats)", "log_marginal": r"$\log p(x)$ per datapoint (nats)"}
 
@@ -84,3 +84,35 @@ def plot_reconstructions(vae, x, image_shape, path, num_samples=20, seed=0):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def latent_grid(num):
+    """
+    Appendix A of [1]: linearly spaced coordinates on the unit square, mapped through the inverse CDF
+    of the standard Gaussian, so that the grid covers the prior evenly. Row-major, with z₂ decreasing
+    down the rows and z₁ increasing along them. :returns: ``[num * num, 2]``.
+    """
+    z = torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(num) + 0.5) / num)
+    z2, z1 = torch.meshgrid(z.flip(0), z, indexing="ij")
+    return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1)
+
+
+def plot_manifold(vae, image_shape, path, num=20, ax=None, title=None):
+    """Decode :func:`latent_grid` with a 2-D latent model: the learned data manifold (Figure 4 of [1])."""
+    if vae.z_dim != 2:
+        raise ValueError(f"a manifold plot needs a 2-D latent space, the model has {vae.z_dim}")
+    plt = _pyplot()
+    z = latent_grid(num).to(next(vae.parameters()).device)
+    with torch.no_grad():
+        images = vae.decode(z)
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 6 * image_shape[0] / image_shape[1]))
+    ax.imshow(image_grid(images.clamp(0, 1), image_shape, num), cmap="gray", vmin=0, vmax=1)
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    if fig is not None:
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)

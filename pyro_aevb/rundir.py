@@ -85,13 +85,15 @@ class RunDir:
         os.replace(tmp, self.metrics_path)
 
     def plot(self, vae, dataset):
-        from .plots import plot_lower_bound, plot_reconstructions
+        from .plots import plot_lower_bound, plot_manifold, plot_reconstructions
 
         rows = read_metrics(self.metrics_path)
         for metric in ("lower_bound", "log_marginal"):
             if any(row[f"train_{metric}"] is not None for row in rows):
                 plot_lower_bound({"": rows}, self.path / f"{metric}.png", metric=metric)
         plot_reconstructions(vae, dataset.eval_split("test", 10), dataset.image_shape, self.path / "reconstructions.png")
+        if getattr(vae, "z_dim", None) == 2:
+            plot_manifold(vae, dataset.image_shape, self.path / "manifold.png")
 
 
 def _fmt(value):

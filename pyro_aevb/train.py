@@ -328,6 +328,8 @@ class _Trainer:
             bar.close()
         self._save()
         run_dir.plot(self.vae, self.dataset)
+        self.vae.config = self.config
+        self.vae.metrics = read_metrics(run_dir.metrics_path)
         return self.vae
 
 

