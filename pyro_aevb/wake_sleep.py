@@ -1,0 +1,148 @@
+r"""
+The wake-sleep algorithm [2], the first baseline of Section 5 of [1]: the same encoder
+:math:`q_\phi(z|x)` and decoder :math:`p_\theta(x|z)` as AEVB ("we employed the same encoder (also
+called recognition model) for the wake-sleep algorithm and the variational auto-encoder"), trained
+with the same optimizer, minibatches and budget, but with two separate objectives:
+
+- **wake phase** (:func:`wake_loss`): draw :math:`z \sim q_\phi(z|x)` for each datapoint of the
+  minibatch, without a reparameterised gradient, and ascend :math:`\log p_\theta(x, z)` in
+  :math:`\theta`;
+- **sleep phase** (:func:`sleep_loss`): draw fantasies :math:`(z, x) \sim p_\theta(z)
+  p_\theta(x|z)` and ascend :math:`\log q_\phi(z|x)` in :math:`\phi`.
+
+Unlike AEVB, neither phase ascends a bound on the marginal likelihood: the sleep phase fits the
+recognition model to the model's own fantasies (the KL divergence :math:`KL(p\|q)` rather than
+:math:`KL(q\|p)`). The lower bound :math:`\mathcal{L}(\theta, \phi; x)` is still well defined for
+the learned pair, and the training loop reports it with the same code as for AEVB.
+
+Both losses are built from the user's ``model`` and ``guide`` with Pyro's effect handlers, so a
+subclass of :class:`~pyro_aevb.vae.VAE` with another prior or likelihood is trained unchanged.
+
+[1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
+
+[2] The "wake-sleep" algorithm for unsupervised neural networks, Geoffrey E. Hinton, Peter Dayan,
+Brendan J. Frey, Radford M. Neal (1995)
+"""
+
+import pyro.optim
+import torch
+from pyro import poutine
+
+__all__ = ["WakeSleep", "sleep_loss", "wake_loss"]
+
+
+def wake_loss(model, guide, x, num_data=None):
+    r"""
+    The wake-phase loss :math:`-\frac{N}{M} \sum_{i=1}^M \log p_\theta(x^{(i)}, z^{(i)})` with
+    :math:`z^{(i)} \sim q_\phi(z|x^{(i)})` drawn without gradient: its gradient in :math:`\theta`
+    is the wake-phase update of [2], and it has no gradient in :math:`\phi`.
+
+    The guide runs under :func:`torch.no_grad` and the model is conditioned on its ``"z"``, so the
+    sample is a constant of the loss whatever the guide's distribution.
+
+    :param callable model: a Pyro model ``model(x, num_data)`` with sites ``"z"`` and ``"x"``.
+    :param callable guide: the matching guide ``guide(x, num_data)``.
+    :param torch.Tensor x: a minibatch ``[M, D]``.
+    :param int num_data: the data set size :math:`N` (``None``: scale 1).
+    :returns: the loss (a scalar tensor) and the model's trace, whose ``"param"`` sites are
+        :math:`\theta`.
+    :rtype: tuple
+    """
+    with torch.no_grad():
+        guide_trace = poutine.trace(guide).get_trace(x, num_data)
+    z = guide_trace.nodes["z"]["value"]
+    model_trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x, num_data)
+    return -model_trace.log_prob_sum(), model_trace
+
+
+def sleep_loss(model, guide, x, num_data=None):
+    r"""
+    The sleep-phase loss :math:`-\frac{N}{M} \sum_{i=1}^M \log q_\phi(z^{(i)}|x^{(i)})` on ``M``
+    fantasies :math:`(z^{(i)}, x^{(i)}) \sim p_\theta(z) p_\theta(x|z)`: its gradient in
+    :math:`\phi` is the sleep-phase update of [2], and it has no gradient in :math:`\theta`.
+
+    The fantasies come from the model itself under :func:`~pyro.poutine.uncondition`, which turns
+    the observed site ``"x"`` into a sampled one: its value is drawn with the distribution's own
+    ``sample()``, so a Bernoulli likelihood gives binary fantasies even though the model's
+    Bernoulli skips validation to accept grey levels as observations. ``x`` only sets the
+    number ``M`` of fantasies (and the device). The guide then runs on the fantasy ``x``,
+    conditioned on the fantasy ``z``.
+
+    :param callable model: a Pyro model ``model(x, num_data)`` with sites ``"z"`` and ``"x"``.
+    :param callable guide: the matching guide ``guide(x, num_data)``.
+    :param torch.Tensor x: a minibatch ``[M, D]`` (its values are not used).
+    :param int num_data: the data set size :math:`N` (``None``: scale 1).
+    :returns: the loss (a scalar tensor) and the guide's trace, whose ``"param"`` sites are
+        :math:`\phi`; its input ``x`` (``trace.nodes["_INPUT"]["args"][0]``) holds the fantasies.
+    :rtype: tuple
+    """
+    with torch.no_grad():
+        model_trace = poutine.trace(poutine.uncondition(model)).get_trace(x, num_data)
+    fantasy = {name: model_trace.nodes[name]["value"] for name in ("z", "x")}
+    guide = poutine.condition(guide, data={"z": fantasy["z"]})
+    guide_trace = poutine.trace(guide).get_trace(fantasy["x"], num_data)
+    return -guide_trace.log_prob_sum(), guide_trace
+
+
+def _descend(optim, loss, trace):
+    """
+    One step of ``optim`` on the parameters that ``trace`` touched (its ``"param"`` sites, as Pyro's
+    SVI collects them), and no other: their gradients are reset to ``None`` afterwards, so a later
+    step on another trace does not apply weight decay to them again.
+    """
+    params = {site["value"].unconstrained() for site in trace.nodes.values() if site["type"] == "param"}
+    loss.backward()
+    optim(params)
+    for p in params:
+        p.grad = None
+    return loss.item()
+
+
+class WakeSleep:
+    r"""
+    The wake-sleep training method [2] as [1] ran it: on each minibatch, one Adagrad step of
+    :math:`\theta` on :func:`wake_loss`, then one Adagrad step of :math:`\phi` on :func:`sleep_loss`
+    (whose fantasies come from the updated :math:`\theta`).
+
+    Each phase steps only the parameters its own trace touched, so :math:`\theta` moves only with
+    the wake gradient and :math:`\phi` only with the sleep gradient, weight decay included. As in
+    :class:`~pyro_aevb.aevb.AEVB`, weight decay :math:`\lambda` is the Gaussian prior on the
+    parameters against the N-scaled losses.
+
+    :param vae: an object with Pyro functions ``model(x, num_data)`` and ``guide(x, num_data)``.
+    :param config: a :class:`~pyro_aevb.train.TrainConfig`; uses ``lr``, ``weight_decay`` and
+        ``num_particles`` (L: each datapoint's row is repeated L times, so each phase averages L
+        samples per datapoint; this needs :math:`N \ge LM`). No ``method_options``.
+    """
+
+    has_encoder = True
+
+    def __init__(self, vae, config):
+        if config.method_options:
+            raise ValueError(f"wake-sleep takes no method options, got {sorted(config.method_options)}")
+        if int(config.num_particles) != config.num_particles or config.num_particles < 1:
+            raise ValueError(f"num_particles must be a positive integer, got {config.num_particles}")
+        if not config.lr > 0 or not config.weight_decay >= 0:
+            raise ValueError(f"need lr > 0 and weight_decay >= 0, got {config.lr} and {config.weight_decay}")
+        self.vae = vae
+        self.num_particles = int(config.num_particles)
+        self.optim = pyro.optim.Adagrad({"lr": config.lr, "weight_decay": config.weight_decay})
+
+    def step(self, x, idx, num_data):
+        """
+        One wake step and one sleep step on the minibatch ``x`` (rows ``idx`` of a data set of size
+        ``num_data``).
+
+        :returns: the sum of the wake and sleep losses, each scaled to the whole data set.
+        """
+        if self.num_particles > 1:
+            x = x.repeat(self.num_particles, 1)
+        wake = _descend(self.optim, *wake_loss(self.vae.model, self.vae.guide, x, num_data))
+        sleep = _descend(self.optim, *sleep_loss(self.vae.model, self.vae.guide, x, num_data))
+        return wake + sleep
+
+    def state_dict(self):
+        return {"optim": self.optim.get_state()}
+
+    def load_state_dict(self, state):
+        self.optim.set_state(state["optim"])
