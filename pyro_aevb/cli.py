@@ -98,6 +98,46 @@ def _train(args):
     return 0
 
 
+def _add_evaluate(sub):
+    p = sub.add_parser(
+        "evaluate",
+        help="estimate the marginal likelihood log p(x) of a trained run",
+        description="Estimate log p(x) per datapoint (nats) for the first --num-points datapoints of a split, "
+        "with the paper's Appendix D estimator on HMC (hmc) or importance sampling with the run's encoder (is), "
+        "and write the mean, its standard error and the diagnostics (R-hat, ESS, acceptance) as JSON.",
+    )
+    a = p.add_argument
+    a("run_dir", type=Path, help="a run folder written by `pyro-aevb train`")
+    a("--estimator", choices=["hmc", "is"], default="hmc", help="hmc: Appendix D; is: importance sampling [hmc]")
+    a("--split", choices=["train", "test"], default="test", help="[test]")
+    a("--num-points", type=_count, default=1000, help="first datapoints of the split, as in the paper [1000]")
+    a("--num-samples", type=_count, help="hmc: draws per chain per stage (L) [50]; is: proposals K [5000]")
+    a("--num-chains", type=_count, help="hmc: chains per datapoint, for R-hat [4]")
+    a("--warmup-steps", type=_count, help="hmc: step-size adaptation transitions [100]")
+    a("--num-steps", type=_count, help="hmc: leapfrog steps per transition, the paper's 4 [4]")
+    a("--data-dir", help="folder holding the data files [the run's setting]")
+    a("--device", default="cpu", help="[cpu]")
+    a("--seed", type=int, default=0, help="[0]")
+    a("--out", type=Path, help="write the result here as JSON (it is printed in any case)")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args):
+    from .report import evaluate_run
+
+    names = ("num_samples", "num_chains", "warmup_steps", "num_steps")
+    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if args.estimator == "is" and {"num_chains", "warmup_steps", "num_steps"} & set(options):
+        raise ConfigError("--num-chains, --warmup-steps and --num-steps apply to --estimator hmc only")
+    if not (args.run_dir / "checkpoint.pt").exists():
+        raise ConfigError(f"no checkpoint in {args.run_dir}: is it a run folder written by `pyro-aevb train`?")
+    result = evaluate_run(args.run_dir, args.estimator, args.split, args.num_points, data_dir=args.data_dir,
+                          device=args.device, seed=args.seed, out=args.out, **options)
+    shown = {k: v for k, v in result.items() if k != "per_datapoint"}
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="pyro-aevb",
@@ -105,6 +145,7 @@ def build_parser():
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 
