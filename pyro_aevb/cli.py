@@ -62,6 +62,7 @@ def _add_train(sub):
     a("--batch-size", type=int, help=f"minibatch size M [{d.batch_size}]")
     a("--num-particles", type=int, help=f"samples L of z per datapoint [{d.num_particles}]")
     a("--weight-decay", type=float, help=f"precision of the N(0, I/λ) prior on the parameters; 0 disables [{d.weight_decay}]")
+    a("--num-train", type=_count, help="train on the first N training points only [all]")
     a("--seed", type=int, help=f"random seed [{d.seed}]")
     a("--device", help=f"cpu | cuda [{d.device}]")
     a("--eval-points", type=int, help=f"number of log-spaced evaluations [{d.eval_points}]")
@@ -138,6 +139,43 @@ def _evaluate(args):
     return 0
 
 
+def _add_reproduce(sub):
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce one of the paper's figures (figure2, figure3, manifold)",
+        description="Train every run one of the paper's experiments needs (resuming unfinished runs, skipping "
+        "finished ones), then write its results table (CSV, Markdown) and figures (PNG, PDF) into OUT/<experiment>/. "
+        "figure2: AEVB vs wake-sleep per latent size (MNIST Nz 3, 5, 10, 20, 200; Frey Face 2, 5, 10, 20). "
+        "figure3: MNIST, Nz = 3, 100 hidden units, AEVB vs wake-sleep vs MCEM by estimated log p(x), for each "
+        "--num-train. manifold: Nz = 2 manifolds of Frey Face and MNIST (Figure 4) and MNIST samples for Nz 2, 5, "
+        "10, 20 (Figure 5).",
+    )
+    a = p.add_argument
+    a("experiment", choices=["figure2", "figure3", "manifold"])
+    a("--dataset", choices=["mnist", "frey"], default="mnist", help="figure2 only [mnist]")
+    a("--samples", type=_count, default=1_000_000,
+      help="budget per run in training samples; the paper ran to about 1e8 [1e6, about 1-2 minutes a run here]")
+    a("--num-train", type=_count, nargs="+", default=[1000, 50000], help="figure3: training-set sizes [1000 50000]")
+    a("--log-marginal-points", type=_count, default=100,
+      help="figure3: datapoints per split for the HMC marginal likelihood at each evaluation [100; the paper 1000]")
+    a("--eval-points", type=_count, default=20, help="log-spaced evaluations per run [20]")
+    a("--lr", type=float, default=0.02, help="Adagrad step size [0.02]")
+    a("--jobs", type=_count, default=2,
+      help="runs trained at once, each in its own process [2]")
+    a("--data-dir", help="folder holding the data files [$PYRO_AEVB_DATA, then the user cache folder]")
+    a("--out", type=Path, default=Path("results"), help="results folder [results]")
+    p.set_defaults(func=_reproduce)
+
+
+def _reproduce(args):
+    from .reproduce import reproduce
+
+    reproduce(args.experiment, out=args.out, dataset=args.dataset, samples=args.samples, jobs=args.jobs,
+              data_dir=args.data_dir, num_train=tuple(args.num_train), log_marginal_points=args.log_marginal_points,
+              eval_points=args.eval_points, lr=args.lr)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="pyro-aevb",
@@ -146,6 +184,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_evaluate(sub)
+    _add_reproduce(sub)
     return parser
 
 

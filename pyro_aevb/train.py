@@ -61,6 +61,8 @@ class TrainConfig:
     :param int batch_size: M (the paper: 100).
     :param int num_particles: L (the paper: 1).
     :param float weight_decay: precision of the Gaussian prior on the parameters (the paper: 1).
+    :param int num_train: train on the first this-many training points only (the paper's Figure 3
+        compares N_train = 1,000 with 50,000); ``None``: all.
     :param int seed: seeds minibatch order, binarization and every sample drawn in training.
     :param str device: ``"cpu"`` or ``"cuda"``.
     :param int eval_points: number of log-spaced sample counts at which the bounds are evaluated.
@@ -85,6 +87,7 @@ class TrainConfig:
     batch_size: int = 100
     num_particles: int = 1
     weight_decay: float = 1.0
+    num_train: int = None
     seed: int = 0
     device: str = "cpu"
     eval_points: int = 30
@@ -103,6 +106,8 @@ class TrainConfig:
             value = getattr(self, name)
             if int(value) != value or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
+        if self.num_train is not None and (int(self.num_train) != self.num_train or self.num_train < 1):
+            raise ConfigError(f"num_train must be a positive integer, got {self.num_train}")
         if self.hidden is not None and (int(self.hidden) != self.hidden or self.hidden < 1):
             raise ConfigError(f"hidden must be a positive integer, got {self.hidden}")
         if not self.lr > 0 or not self.weight_decay >= 0:
@@ -203,6 +208,10 @@ class _Trainer:
         self.config, self.run_dir, self.progress = config, run, progress
         device = torch.device(config.device)
         self.dataset = load_dataset(config.dataset, config.data_dir, config.binarize, device=device)
+        if config.num_train is not None:
+            if config.num_train > self.dataset.num_train:
+                raise ConfigError(f"num_train {config.num_train} exceeds the {self.dataset.num_train} training points of {config.dataset}")
+            self.dataset = dataclasses.replace(self.dataset, train=self.dataset.train[: config.num_train])
         check_support(self.dataset.train, self.dataset.likelihood, f"{config.dataset} training data")
         self.num_data = self.dataset.num_train
         if config.batch_size > self.num_data:

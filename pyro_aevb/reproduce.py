@@ -1,0 +1,256 @@
+"""
+The paper's experiments from one command each: Figure 2 (AEVB against wake-sleep, per latent size),
+Figure 3 (AEVB, wake-sleep and MCEM by marginal likelihood, small and large training set) and the
+Appendix A figures (2-D manifolds, Figure 4; samples for several latent sizes, Figure 5).
+
+Every experiment is a set of ordinary run folders under ``OUT/runs/`` (one per setting, named by it),
+trained with :func:`pyro_aevb.train` in parallel worker processes. Runs are resumed where they stopped
+and finished ones are not redone, so an interrupted experiment continues with the same command, and
+experiments that share a setting share its run. Each experiment then writes a results table (CSV and
+Markdown) and its figures (PNG and PDF) into ``OUT/<experiment>/``.
+"""
+
+import concurrent.futures
+import csv
+import dataclasses
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+from .rundir import RunDir, read_metrics
+from .train import DEFAULT_HIDDEN, TrainConfig, load_run, train
+
+__all__ = ["FIGURE2_LATENTS", "EXPERIMENTS", "reproduce"]
+
+#: Latent sizes of the paper's Figure 2.
+FIGURE2_LATENTS = {"mnist": (3, 5, 10, 20, 200), "frey": (2, 5, 10, 20)}
+#: Latent sizes whose samples Figure 5 shows.
+FIGURE5_LATENTS = (2, 5, 10, 20)
+
+
+def run_name(config):
+    """A run folder name that spells out the setting, so equal settings share one run."""
+    parts = [config.dataset, config.method, f"z{config.latent_dim}"]
+    if config.hidden is not None:
+        parts.append(f"h{config.hidden}")
+    if config.num_train is not None:
+        parts.append(f"n{config.num_train}")
+    parts.append(f"s{config.samples:.0e}".replace("+", ""))
+    if config.log_marginal:
+        parts.append(f"lm{config.log_marginal}{config.log_marginal_points}")
+    return "-".join(parts)
+
+
+def is_finished(run_dir, config):
+    run = RunDir(run_dir)
+    if not (run.checkpoint_path.exists() and run.metrics_path.exists() and (run.path / "reconstructions.png").exists()):
+        return False
+    rows = read_metrics(run.metrics_path)
+    return bool(rows) and rows[-1]["samples"] >= config.samples
+
+
+def _worker_init(threads):
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_one(config_dict, out):
+    train(TrainConfig(**config_dict), out, resume=True, progress=False)
+    return out
+
+
+def run_all(configs, out, jobs=1, log=print):
+    """
+    Train every config in ``configs`` (a list of :class:`TrainConfig`) into ``out/runs/<name>``,
+    ``jobs`` at a time, resuming unfinished runs and skipping finished ones.
+
+    :returns: dict mapping each config's run name to its folder.
+    """
+    folders = {run_name(c): Path(out) / "runs" / run_name(c) for c in configs}
+    todo = [(c, folders[run_name(c)]) for c in configs if not is_finished(folders[run_name(c)], c)]
+    log(f"{len(configs) - len(todo)} of {len(configs)} runs already finished; training {len(todo)} with {jobs} worker(s)")
+    if not todo:
+        return folders
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                                initargs=(threads,)) as pool:
+        futures = {pool.submit(_train_one, dataclasses.asdict(c), str(d)): d for c, d in todo}
+        for future in concurrent.futures.as_completed(futures):
+            future.result()
+            log(f"finished {futures[future].name}")
+    return folders
+
+
+def _paper(config, **changes):
+    return dataclasses.replace(config, **changes)
+
+
+def figure2(base, dataset):
+    """AEVB and wake-sleep for each latent size of Figure 2, at the paper's settings."""
+    base = _paper(base, dataset=dataset)
+    return [_paper(base, method=m, latent_dim=z) for z in FIGURE2_LATENTS[dataset] for m in ("aevb", "wake-sleep")]
+
+
+def figure3(base, num_train=(1000, 50000)):
+    """MNIST, Nz = 3, 100 hidden units; AEVB, wake-sleep and MCEM by marginal likelihood."""
+    base = _paper(base, dataset="mnist", latent_dim=3, hidden=100)
+    configs = []
+    for n in num_train:
+        for method in ("aevb", "wake-sleep", "mcem"):
+            configs.append(_paper(base, method=method, num_train=n, log_marginal="hmc",
+                                  eval_train_points=min(base.eval_train_points, n)))
+    return configs
+
+
+def manifold(base):
+    """Nz = 2 models on MNIST and Frey Face (Figure 4), and MNIST models with several Nz (Figure 5)."""
+    configs = [_paper(base, dataset="frey", latent_dim=2, method="aevb")]
+    configs += [_paper(base, dataset="mnist", latent_dim=z, method="aevb") for z in FIGURE5_LATENTS]
+    return configs
+
+
+EXPERIMENTS = ("figure2", "figure3", "manifold")
+
+
+def _table(configs, folders, path, columns):
+    rows = []
+    for c in configs:
+        metrics = read_metrics(RunDir(folders[run_name(c)]).metrics_path)
+        last = metrics[-1] if metrics else {}
+        row = {"dataset": c.dataset, "method": c.method, "latent_dim": c.latent_dim, "hidden": c.hidden or DEFAULT_HIDDEN[c.dataset],
+               "num_train": c.num_train or "", "samples": int(last.get("samples") or 0)}
+        for col in columns:
+            value = last.get(col)
+            row[col] = "" if value is None else round(value, 2)
+        row["train_seconds"] = round(last.get("seconds") or 0.0, 1)
+        rows.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    for suffix in (".png", ".pdf"):
+        fig.savefig(path.with_suffix(suffix), dpi=120)
+    plt.close(fig)
+
+
+def _panels(n, width=3.6, height=3.2):
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    ncol = min(n, 3 if n > 4 else n)
+    nrow = -(-n // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat
+
+
+def _draw_figure2(configs, folders, dest, dataset):
+    from .plots import plot_lower_bound
+
+    latents = sorted({c.latent_dim for c in configs})
+    fig, axes = _panels(len(latents))
+    label = {"aevb": "AEVB", "wake-sleep": "Wake-Sleep"}
+    for ax, z in zip(axes, latents):
+        curves = {label[c.method]: read_metrics(RunDir(folders[run_name(c)]).metrics_path)
+                  for c in configs if c.latent_dim == z}
+        plot_lower_bound(curves, None, title=f"{'MNIST' if dataset == 'mnist' else 'Frey Face'}, $N_z = {z}$", ax=ax)
+    _save(fig, dest / f"figure2-{dataset}")
+
+
+def _draw_figure3(configs, folders, dest):
+    from .plots import plot_lower_bound
+
+    sizes = sorted({c.num_train for c in configs})
+    fig, axes = _panels(len(sizes), width=4.5, height=3.6)
+    label = {"aevb": "AEVB", "wake-sleep": "Wake-Sleep", "mcem": "MCEM"}
+    for ax, n in zip(axes, sizes):
+        curves = {label[c.method]: read_metrics(RunDir(folders[run_name(c)]).metrics_path)
+                  for c in configs if c.num_train == n}
+        plot_lower_bound(curves, None, metric="log_marginal", title=f"$N_{{train}} = {n}$", ax=ax)
+    _save(fig, dest / "figure3")
+
+
+def _draw_manifold(configs, folders, dest):
+    import torch
+
+    from .plots import image_grid, plot_manifold
+
+    two_d = [c for c in configs if c.latent_dim == 2]
+    fig, axes = _panels(len(two_d), width=5, height=5)
+    for ax, c in zip(axes, two_d):
+        vae = load_run(folders[run_name(c)])
+        shape = (28, 20) if c.dataset == "frey" else (28, 28)
+        plot_manifold(vae, shape, None, num=20 if c.dataset == "mnist" else 12, ax=ax,
+                      title=f"({'a' if c.dataset == 'frey' else 'b'}) Learned {'Frey Face' if c.dataset == 'frey' else 'MNIST'} manifold")
+    _save(fig, dest / "figure4")
+    mnist = [c for c in configs if c.dataset == "mnist"]
+    fig, axes = _panels(len(mnist), width=3.6, height=3.8)
+    for ax, c in zip(axes, mnist):
+        vae = load_run(folders[run_name(c)])
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            images = vae.decode(vae.sample_prior(100))
+        ax.imshow(image_grid(images.clamp(0, 1), (28, 28), 10), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"({'abcd'[mnist.index(c)]}) {c.latent_dim}-D latent space")
+        ax.axis("off")
+    _save(fig, dest / "figure5")
+
+
+def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, data_dir=None,
+              num_train=(1000, 50000), log_marginal_points=100, eval_points=20, lr=0.02, log=print):
+    """
+    Run one of the paper's experiments and write its table and figures.
+
+    :param str experiment: ``"figure2"``, ``"figure3"`` or ``"manifold"``.
+    :param out: the results folder.
+    :param str dataset: ``"mnist"`` or ``"frey"`` (``figure2`` only).
+    :param int samples: the budget per run, in training samples (default: 1e6 for figure2 and manifold,
+        1e6 for figure3; the paper ran to about 1e8).
+    :param int jobs: runs trained at once, in separate processes.
+    :returns: the rows of the results table.
+    """
+    base = TrainConfig(samples=int(samples or 1_000_000), data_dir=data_dir, eval_points=eval_points, lr=lr,
+                       log_marginal_points=log_marginal_points)
+    if experiment == "figure2":
+        configs = figure2(base, dataset)
+        columns = ("train_lower_bound", "test_lower_bound")
+    elif experiment == "figure3":
+        configs = figure3(base, num_train)
+        columns = ("train_log_marginal", "test_log_marginal", "train_lower_bound", "test_lower_bound")
+    elif experiment == "manifold":
+        configs = manifold(base)
+        columns = ("train_lower_bound", "test_lower_bound")
+    else:
+        raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
+    for c in configs:
+        c.validate()
+    folders = run_all(configs, out, jobs=jobs, log=log)
+    name = f"figure2-{dataset}" if experiment == "figure2" else experiment
+    dest = Path(out) / name
+    rows = _table(configs, folders, dest / "results", columns)
+    if experiment == "figure2":
+        _draw_figure2(configs, folders, dest, dataset)
+    elif experiment == "figure3":
+        _draw_figure3(configs, folders, dest)
+    else:
+        _draw_manifold(configs, folders, dest)
+    (dest / "settings.json").write_text(json.dumps(
+        {"experiment": experiment, "runs": {run_name(c): dataclasses.asdict(c) for c in configs}}, indent=2) + "\n")
+    log(f"{experiment}: table and figures written to {dest}")
+    return rows
