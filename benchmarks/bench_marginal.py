@@ -1,0 +1,127 @@
+"""
+Timing of the marginal likelihood estimator of Appendix D of [1] (``estimator="hmc"`` of
+:func:`pyro_aevb.marginal.log_marginal_likelihood`).
+
+Two measurements, printed as a Markdown table of medians over ``--repeats`` runs:
+
+1. The vectorised estimator (all chains of all datapoints in one batch) against the obvious
+   implementation, Pyro's ``HMC`` kernel run through ``MCMC`` one chain of one datapoint at a time
+   (:func:`pyro_aevb.marginal._reference_hmc_mcmc`), at equal settings (no step-size jitter) on the
+   same ``--num-reference`` datapoints.
+2. The setting of Figure 3 of [1]: a decoder ``3 -> 100 (tanh) -> 784`` with Bernoulli outputs and
+   random :math:`N(0, \\text{init\\_std}^2)` weights, ``--num-data`` datapoints, the estimator at the
+   paper's settings (4 leapfrog steps, L = 50 draws per chain).
+
+Example::
+
+    python benchmarks/bench_marginal.py --num-reference 20 --num-data 1000 --repeats 3
+
+[1] Auto-Encoding Variational Bayes, Kingma & Welling (2013)
+"""
+
+import argparse
+import statistics
+import time
+
+
+def make_model(z_dim, hidden_dim, x_dim, init_std):
+    """A model following the library's contract, with a random tanh/Bernoulli decoder."""
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from torch import nn
+
+    decoder = nn.Sequential(nn.Linear(z_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, x_dim))
+    for p in decoder.parameters():
+        nn.init.normal_(p, std=init_std)
+
+    def model(x, num_data=None):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", num_data or x.shape[0], subsample=torch.arange(x.shape[0])):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(z_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+    return model
+
+
+def load_data(name, num_data, data_dir):
+    import torch
+
+    if name == "random":
+        generator = torch.Generator().manual_seed(0)
+        return torch.bernoulli(torch.full((num_data, 784), 0.2), generator=generator)
+    from pyro_aevb.data import load_dataset
+
+    return load_dataset("mnist", data_dir=data_dir, binarize="static", download=False).eval_split("test", num_data)
+
+
+def median_time(fn, repeats):
+    """:returns: the medians of the wall-clock and the CPU seconds of ``fn()`` over ``repeats`` runs."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def main(args):
+    import pyro
+    import torch
+
+    from pyro_aevb.marginal import _reference_hmc_mcmc, log_marginal_likelihood
+
+    torch.set_num_threads(args.threads)
+    pyro.set_rng_seed(0)
+    pyro.enable_validation(False)
+    model = make_model(3, 100, 784, args.init_std)
+    x = load_data(args.data, max(args.num_data, args.num_reference), args.data_dir)
+    options = dict(
+        num_chains=args.num_chains,
+        num_samples=args.num_samples,
+        warmup_steps=args.warmup_steps,
+        num_steps=args.num_steps,
+    )
+    rows = []
+    if args.num_reference > 0:
+        x_ref = x[: args.num_reference]
+        ref = median_time(lambda: _reference_hmc_mcmc(model, x_ref, **options), args.repeats)
+        vec = median_time(
+            lambda: log_marginal_likelihood(model, x_ref, step_size_jitter=0.0, **options), args.repeats
+        )
+        rows.append(("Pyro `HMC` + `MCMC`, one chain at a time", args.num_reference, ref))
+        rows.append(("vectorised `hmc`, same datapoints", args.num_reference, vec))
+    if args.num_data > 0:
+        x_fig = x[: args.num_data]
+        fig = median_time(lambda: log_marginal_likelihood(model, x_fig, **options), args.repeats)
+        rows.append(("Figure 3 setting, vectorised `hmc`", args.num_data, fig))
+
+    print(
+        f"\nAppendix D estimator, decoder 3-100-784, {args.data} data, {args.num_chains} chains x "
+        f"({args.warmup_steps} warmup + 2 x {args.num_samples} draws), {args.num_steps} leapfrog steps, "
+        f"{args.threads} threads, median of {args.repeats}\n"
+    )
+    print("| run | datapoints | wall s | CPU s | wall s per datapoint |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, n, (wall, cpu) in rows:
+        print(f"| {name} | {n} | {wall:.2f} | {cpu:.2f} | {wall / n:.4f} |")
+    if args.num_reference > 0:
+        (ref_wall, ref_cpu), (vec_wall, vec_cpu) = ref, vec
+        print(f"| speed-up, Pyro / vectorised | | {ref_wall / vec_wall:.1f}x | {ref_cpu / vec_cpu:.1f}x | |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num-reference", type=int, default=20, help="datapoints for the Pyro MCMC comparison (0 skips it)")
+    parser.add_argument("--num-data", type=int, default=1000, help="datapoints for the Figure 3 setting (0 skips it)")
+    parser.add_argument("--data", choices=["random", "mnist"], default="random", help="random binary data or MNIST test digits")
+    parser.add_argument("--data-dir", default=None, help="data directory for --data mnist (see pyro_aevb.data)")
+    parser.add_argument("--num-chains", type=int, default=4)
+    parser.add_argument("--num-samples", type=int, default=50, help="L, draws per chain per stage")
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--num-steps", type=int, default=4, help="leapfrog steps per transition")
+    parser.add_argument("--init-std", type=float, default=0.01, help="std of the random decoder weights")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    main(parser.parse_args())

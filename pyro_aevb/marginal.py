@@ -1,0 +1,340 @@
+r"""
+Estimators of the marginal likelihood :math:`\log p_\theta(x^{(i)})` of each datapoint under a
+trained model: the MCMC-based estimator of Appendix D of [1] (``"hmc"``), and importance sampling
+with the recognition model as proposal (``"is"``).
+
+Any model and guide following the library's contract work unchanged: ``model(x)`` draws one latent
+site ``"z"`` per row of ``x`` inside a plate over the rows, and ``guide(x)`` draws ``"z"`` likewise.
+The per-datapoint log joint :math:`\log p_\theta(x^{(i)}, z)` is read off a trace of the model
+conditioned on ``z`` (the model called without ``num_data``, so that the plate does not rescale it).
+Several samples per datapoint are drawn by repeating the rows of ``x``, so every chain or importance
+sample is simply one more row of a batch.
+
+**References**
+
+[1] `Auto-Encoding Variational Bayes`, Diederik P. Kingma, Max Welling (2013)
+
+[2] `Rank-normalization, folding, and localization: An improved R-hat for assessing convergence of
+MCMC`, Aki Vehtari, Andrew Gelman, Daniel Simpson, Bob Carpenter, Paul-Christian Bürkner (2021)
+"""
+
+import math
+import warnings
+
+import torch
+from pyro import poutine
+from pyro.distributions import MultivariateNormal
+from pyro.poutine.util import prune_subsample_sites
+
+from pyro_aevb import hmc
+
+__all__ = ["log_marginal_likelihood"]
+
+_LATENT = "z"
+# Rows (datapoints x importance samples) evaluated in one batched pass of the "is" estimator.
+_IS_CHUNK_ROWS = 2**15
+
+
+def _trace(fn, x, data=None):
+    """A trace of ``fn(x)`` (conditioned on ``data``), hidden from enclosing handlers, without subsample sites."""
+    with poutine.block():
+        if data is not None:
+            fn = poutine.condition(fn, data=data)
+        trace = poutine.trace(fn).get_trace(x)
+    trace = prune_subsample_sites(trace)
+    if _LATENT not in trace.nodes:
+        raise ValueError(f"{getattr(fn, '__name__', fn)} has no sample site {_LATENT!r}")
+    return trace
+
+
+def _log_prob_sum(trace, batch_size):
+    """:math:`\\sum` of the log-densities of the sample sites of ``trace``, one per datapoint ``[B]``."""
+    trace.compute_log_prob()
+    log_prob = sum(site["log_prob"] for site in trace.nodes.values() if site["type"] == "sample")
+    if log_prob.shape != (batch_size,):
+        raise ValueError(f"expected a log-density per datapoint, shape [{batch_size}], got {tuple(log_prob.shape)}")
+    return log_prob
+
+
+def _log_joint(model, x, z):
+    r""":math:`\log p_\theta(x^{(i)}, z^{(i)})` for each row, ``[B]``."""
+    trace = _trace(model, x, data={_LATENT: z})
+    latent = [name for name, site in trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]]
+    if latent:
+        raise ValueError(f"the model may have no latent site but {_LATENT!r}; it also samples {latent}")
+    return _log_prob_sum(trace, x.shape[0])
+
+
+def _repeat_rows(x, times):
+    """``x`` stacked ``times`` times along the rows: row ``k * B + b`` is datapoint ``b``."""
+    return x.repeat((times,) + (1,) * (x.dim() - 1))
+
+
+def _fit_gaussian(samples, cov_scale):
+    r"""
+    The density :math:`q(z)` of step 2 of Appendix D of [1]: per datapoint, a Gaussian with the
+    samples' mean and ``cov_scale`` times their covariance.
+
+    :param torch.Tensor samples: ``[S, B, Nz]``.
+    :rtype: MultivariateNormal with batch shape ``[B]``
+    """
+    num_samples, _, z_dim = samples.shape
+    loc = samples.mean(0)
+    centered = samples - loc
+    cov = torch.einsum("sbi,sbj->bij", centered, centered) / max(num_samples - 1, 1)
+    # A jitter keeps the Cholesky factor defined for a chain that never moved.
+    jitter = 1e-6 * cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp(min=1e-12)
+    cov = cov_scale * cov + jitter[:, None, None] * torch.eye(z_dim, dtype=cov.dtype, device=cov.device)
+    return MultivariateNormal(loc, covariance_matrix=cov)
+
+
+def _appendix_d_estimate(fit_samples, test_samples, test_log_joint, cov_scale):
+    r"""
+    Steps 2 and 3 of Appendix D of [1]: fits :math:`q` to ``fit_samples`` and returns
+
+    .. math:: \log p_\theta(x) \approx -\log \frac1L \sum_{l=1}^L \frac{q(z^{(l)})}{p_\theta(x, z^{(l)})}
+
+    over the ``L`` ``test_samples`` (all ``[L, B, Nz]``, ``test_log_joint`` ``[L, B]``), together
+    with the log-ratios ``[L, B]``.
+    """
+    q = _fit_gaussian(fit_samples, cov_scale)
+    log_ratio = q.log_prob(test_samples) - test_log_joint
+    return math.log(log_ratio.shape[0]) - log_ratio.logsumexp(0), log_ratio
+
+
+def _mcmc_diagnostics(samples, log_ratio, rhat_threshold):
+    """R-hat and bulk ESS per datapoint from ArviZ, and the standard error of the estimate."""
+    import arviz as az  # optional at import time
+
+    chains = samples.permute(1, 0, 2, 3).cpu().numpy()  # (chain, draw, datapoint, z_dim)
+    posterior = az.convert_to_dataset({"z": chains}, dims={"z": ["datapoint", "z_dim"]})
+    rhat = torch.as_tensor(az.rhat(posterior)["z"].values).amax(-1)
+    ess = torch.as_tensor(az.ess(posterior)["z"].values).amin(-1)
+    # Delta method: sd(log mean w) ~ sd(w) / (mean(w) sqrt(ESS of w)), w = q / p(x, z).
+    w = (log_ratio - log_ratio.amax((0, 1))).exp()
+    weights = az.convert_to_dataset({"w": w.permute(1, 0, 2).cpu().numpy()}, dims={"w": ["datapoint"]})
+    w_ess = torch.as_tensor(az.ess(weights, method="mean")["w"].values)
+    w = w.flatten(0, 1)
+    stderr = w.std(0) / w.mean(0) / w_ess.to(w).sqrt()
+    return {"rhat": rhat, "ess": ess, "not_mixed": ~(rhat <= rhat_threshold), "stderr": stderr}
+
+
+def _hmc_log_marginal(
+    model,
+    x,
+    guide=None,
+    *,
+    num_samples=50,
+    num_chains=4,
+    warmup_steps=100,
+    num_steps=4,
+    target_accept_prob=0.8,
+    step_size_jitter=0.5,
+    q_cov_scale=0.8,
+    rhat_threshold=1.1,
+    diagnostics=False,
+):
+    batch_size = x.shape[0]
+    if num_chains < 1 or num_samples < 2:
+        raise ValueError(f"need num_chains >= 1 and num_samples >= 2, got {num_chains} and {num_samples}")
+    if not 0.0 < q_cov_scale < 2.0:
+        raise ValueError(f"q_cov_scale must be in (0, 2) for a finite variance, got {q_cov_scale}")
+    x_chains = _repeat_rows(x, num_chains)
+    with torch.no_grad():
+        z_init = _trace(guide or model, x_chains).nodes[_LATENT]["value"]
+    event_shape = z_init.shape[1:]
+    if event_shape.numel() > 5:
+        warnings.warn(
+            f"the Appendix D marginal likelihood estimator is reliable in low dimensions only "
+            f"(Nz = {event_shape.numel()} > 5)",
+            stacklevel=3,
+        )
+
+    def potential_fn(z):
+        return -_log_joint(model, x_chains, z)
+
+    result = hmc.sample(
+        potential_fn, z_init, 2 * num_samples, warmup_steps, num_steps,
+        target_accept_prob=target_accept_prob, step_size_jitter=step_size_jitter,
+    )
+    # [2L, C * B, ...] -> [2L, C, B, Nz]: the first L draws fit q, the chains' next L draws test it.
+    samples = result.samples.reshape(2 * num_samples, num_chains, batch_size, -1)
+    log_joint = -result.potential_energy.reshape(2 * num_samples, num_chains, batch_size)
+    with torch.no_grad():
+        log_px, log_ratio = _appendix_d_estimate(
+            samples[:num_samples].flatten(0, 1),
+            samples[num_samples:].flatten(0, 1),
+            log_joint[num_samples:].flatten(0, 1),
+            q_cov_scale,
+        )
+    if not diagnostics:
+        return log_px, None
+    info = _mcmc_diagnostics(samples, log_ratio.reshape(num_samples, num_chains, batch_size), rhat_threshold)
+    info["accept_prob"] = result.accept_prob.reshape(num_chains, batch_size)
+    info["step_size"] = result.step_size.reshape(num_chains, batch_size)
+    return log_px, info
+
+
+def _is_log_marginal(model, x, guide, *, num_samples=5000, chunk_size=None, diagnostics=False):
+    batch_size = x.shape[0]
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    chunk_size = max(1, _IS_CHUNK_ROWS // batch_size) if chunk_size is None else chunk_size
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    log_sum_w = x.new_full((batch_size,), -math.inf)
+    log_sum_w2 = x.new_full((batch_size,), -math.inf)
+    with torch.no_grad():
+        for start in range(0, num_samples, chunk_size):
+            size = min(chunk_size, num_samples - start)
+            x_rep = _repeat_rows(x, size)
+            guide_trace = _trace(guide, x_rep)
+            z = guide_trace.nodes[_LATENT]["value"]
+            # Conditioning the model on the guide's draw replays it: "z" is the only latent site.
+            log_w = _log_joint(model, x_rep, z) - _log_prob_sum(guide_trace, x_rep.shape[0])
+            log_w = log_w.reshape(size, batch_size)
+            log_sum_w = torch.logaddexp(log_sum_w, log_w.logsumexp(0))
+            log_sum_w2 = torch.logaddexp(log_sum_w2, (2 * log_w).logsumexp(0))
+    log_px = log_sum_w - math.log(num_samples)
+    if not diagnostics:
+        return log_px, None
+    # Var(log mean w) ~ Var(w) / (K mean(w)^2) = 1 / ESS - 1 / K, ESS = (sum w)^2 / sum w^2.
+    ess = (2 * log_sum_w - log_sum_w2).exp()
+    stderr = (1 / ess - 1 / num_samples).clamp(min=0).sqrt()
+    return log_px, {"ess": ess, "stderr": stderr}
+
+
+def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_diagnostics=False, **options):
+    r"""
+    An estimate of :math:`\log p_\theta(x^{(i)})` (nats) for each datapoint of ``x``.
+
+    ``estimator="hmc"`` is the estimator of Appendix D of [1]. For every datapoint, ``num_chains``
+    HMC chains (all batched, :func:`pyro_aevb.hmc.sample`) target :math:`p_\theta(z|x^{(i)})`,
+    starting from a draw of the guide (or of the prior when ``guide`` is ``None``). After
+    ``warmup_steps`` transitions that adapt each chain's step size, (1) ``num_samples`` draws per
+    chain are taken, (2) a density :math:`q(z)` is fitted to them, and (3) the chains are continued
+    for ``num_samples`` further draws :math:`z^{(l)}`, ``L = num_chains * num_samples`` in all, to form
+
+    .. math::
+
+        p_\theta(x^{(i)}) \simeq \Big(\frac1L \sum_{l=1}^L
+        \frac{q(z^{(l)})}{p_\theta(z^{(l)})\, p_\theta(x^{(i)}|z^{(l)})}\Big)^{-1},
+
+    unbiased for :math:`1/p_\theta(x^{(i)})` since
+    :math:`\mathbb{E}_{p(z|x)}[q(z)/p(x,z)] = \int q(z)\,dz / p(x)`. Its variance is finite only if
+    :math:`\int q^2 / p(x, z)\, dz < \infty`, i.e. if :math:`q` has lighter tails than the posterior:
+    for Gaussians, if :math:`\Sigma_q \prec 2\Sigma_{post}`. Hence :math:`q` is a Gaussian with the
+    draws' mean and ``q_cov_scale`` (default 0.8) times their covariance: a Gaussian matches the
+    near-Gaussian posteriors of these models, and shrinking it leaves a margin for the error of the
+    estimated covariance and for posteriors lighter-tailed than Gaussian in some direction, at a small
+    price when the fit is exact (the relative variance of the ratio is then
+    :math:`(s (2 - s))^{-N_z/2} - 1`, 0.04 for :math:`s = 0.8, N_z = 2`).
+
+    ``estimator="is"`` is importance sampling with the guide :math:`q_\phi(z|x)` as proposal,
+
+    .. math::
+
+        \log p_\theta(x^{(i)}) \approx \log \frac1K \sum_{k=1}^K
+        \frac{p_\theta(x^{(i)}, z^{(k)})}{q_\phi(z^{(k)}|x^{(i)})}, \quad z^{(k)} \sim q_\phi(z|x^{(i)}),
+
+    a stochastic lower bound: its expectation is at most :math:`\log p_\theta(x^{(i)})` (Jensen),
+    approaching it as :math:`K` grows. It is computed in chunks of ``chunk_size`` samples per
+    datapoint, so memory is bounded whatever ``K``.
+
+    **Options** of ``"hmc"``: ``num_samples=50`` (draws per chain per stage; the paper's
+    :math:`L = 50` with one chain), ``num_chains=4``, ``warmup_steps=100``, ``num_steps=4`` (leapfrog
+    steps, as in [1]), ``target_accept_prob=0.8``, ``step_size_jitter=0.5``, ``q_cov_scale=0.8``,
+    ``rhat_threshold=1.1``. Each transition scales the adapted step size by a uniform draw from
+    :math:`[1 - j, 1 + j]`, ``j = step_size_jitter``: with a fixed step size, four leapfrog steps
+    tuned to 0.8 acceptance on a near-Gaussian posterior span about half a period, so a chain jumps
+    between antipodal points and the distance from the mode (on which the estimator hinges) mixes
+    slowly; at the Figure 3 setting of :mod:`benchmarks.bench_marginal` over half of the datapoints
+    then have R-hat > 1.1, none with ``j = 0.5``.
+    Options of ``"is"``: ``num_samples=5000`` (:math:`K`), ``chunk_size`` (default: about
+    :math:`2^{15}` rows of ``x`` per pass).
+
+    **Diagnostics** (``return_diagnostics=True``), tensors per datapoint ``[B]`` unless stated:
+    ``"stderr"``, a delta-method standard error of the estimate (nats); for ``"hmc"`` also
+    ``"rhat"`` (rank-normalised split R-hat [2] from :func:`arviz.rhat`, the largest over the
+    coordinates of ``z``), ``"ess"`` (bulk ESS from :func:`arviz.ess`, the smallest over ``z``),
+    ``"not_mixed"`` (``rhat > rhat_threshold`` or undefined), and ``"accept_prob"`` and
+    ``"step_size"`` of each chain ``[num_chains, B]``; for ``"is"`` also ``"ess"``, the importance
+    sampling effective sample size :math:`(\sum_k w_k)^2 / \sum_k w_k^2`.
+
+    .. warning:: The ``"hmc"`` estimator is reliable in low dimensions only (a warning is issued for
+        :math:`N_z > 5`): both the Gaussian fit and the harmonic mean degrade quickly with
+        dimension. It also assumes the chains mixed; check ``"not_mixed"``.
+
+    .. note:: No gradient reaches the model's or guide's parameters. ``"hmc"`` differentiates the log
+        joint with respect to ``z`` only; ``"is"`` runs under :func:`torch.no_grad`.
+
+    :param callable model: ``model(x)``, with one latent site ``"z"`` per row of ``x``.
+    :param torch.Tensor x: datapoints ``[B, D]``.
+    :param str estimator: ``"hmc"`` or ``"is"``.
+    :param callable guide: ``guide(x)``; required by ``"is"``, initialises the chains of ``"hmc"``.
+    :param bool return_diagnostics: also return the dict of diagnostics.
+    :returns: :math:`\log p_\theta(x^{(i)})` ``[B]``, or ``(log_px, diagnostics)``.
+    """
+    if estimator == "hmc":
+        log_px, info = _hmc_log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
+    elif estimator == "is":
+        if guide is None:
+            raise ValueError("estimator='is' needs a guide as proposal")
+        log_px, info = _is_log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
+    else:
+        raise ValueError(f"estimator must be 'hmc' or 'is', got {estimator!r}")
+    return (log_px, info) if return_diagnostics else log_px
+
+
+def _reference_hmc_mcmc(
+    model, x, guide=None, *, num_samples, num_chains, warmup_steps, num_steps, target_accept_prob=0.8, q_cov_scale=0.8
+):
+    """
+    The ``"hmc"`` estimator run the obvious, slow way, for validation and benchmarks only: Pyro's
+    :class:`~pyro.infer.mcmc.HMC` through :class:`~pyro.infer.mcmc.MCMC`, one chain of one datapoint
+    at a time, with the same settings (identity mass matrix, ``num_steps`` leapfrog steps, step size
+    adapted by dual averaging); the options mean what they mean for ``"hmc"``.
+
+    :returns: ``(log_px [B], samples [2 * num_samples, num_chains, B, Nz])``.
+    """
+    from pyro.infer.mcmc import HMC, MCMC
+
+    class FixedStepsHMC(HMC):
+        # Pyro's HMC keeps the trajectory length fixed while the step size adapts; [1] fixes num_steps.
+        @property
+        def num_steps(self):
+            return num_steps
+
+    draws = []
+    for b in range(x.shape[0]):
+        x_b = x[b : b + 1]
+        with torch.no_grad():
+            z_init = _trace(guide or model, _repeat_rows(x_b, num_chains)).nodes[_LATENT]["value"]
+        chains = []
+        for c in range(num_chains):
+            kernel = FixedStepsHMC(
+                potential_fn=lambda params: -_log_joint(model, x_b, params[_LATENT]).sum(),
+                num_steps=num_steps,
+                adapt_step_size=True,
+                adapt_mass_matrix=False,
+                target_accept_prob=target_accept_prob,
+            )
+            mcmc = MCMC(
+                kernel,
+                num_samples=2 * num_samples,
+                warmup_steps=warmup_steps,
+                initial_params={_LATENT: z_init[c : c + 1]},
+                disable_progbar=True,
+            )
+            mcmc.run()
+            chains.append(mcmc.get_samples()[_LATENT].reshape(2 * num_samples, -1))
+        draws.append(torch.stack(chains, 1))
+    samples = torch.stack(draws, 2)  # [2L, C, B, Nz]
+    test = samples[num_samples:].flatten(0, 1)
+    with torch.no_grad():
+        event_shape = (x.shape[0],) + z_init.shape[1:]
+        test_log_joint = torch.stack([_log_joint(model, x, z.reshape(event_shape)) for z in test])
+        log_px, _ = _appendix_d_estimate(
+            samples[:num_samples].flatten(0, 1), test, test_log_joint, q_cov_scale
+        )
+    return log_px, samples
