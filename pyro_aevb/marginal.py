@@ -248,8 +248,10 @@ def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_dia
     :math:`[1 - j, 1 + j]`, ``j = step_size_jitter``: with a fixed step size, four leapfrog steps
     tuned to 0.8 acceptance on a near-Gaussian posterior span about half a period, so a chain jumps
     between antipodal points and the distance from the mode (on which the estimator hinges) mixes
-    slowly; at the Figure 3 setting of :mod:`benchmarks.bench_marginal` over half of the datapoints
-    then have R-hat > 1.1, none with ``j = 0.5``.
+    slowly. (Measured on 50 random binary datapoints under a random ``3 -> 100 (tanh) -> 784``
+    Bernoulli decoder with :math:`\mathcal{N}(0, 0.1^2)` weights, 4 chains x 100 draws: 58% of the
+    datapoints had R-hat > 1.1 with ``j = 0``, 12% with ``j = 0.2``, none with ``j = 0.5``.)
+
     Options of ``"is"``: ``num_samples=5000`` (:math:`K`), ``chunk_size`` (default: about
     :math:`2^{15}` rows of ``x`` per pass).
 
