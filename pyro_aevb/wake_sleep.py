@@ -1,8 +1,7 @@
 r"""
-The wake-sleep algorithm [2], the first baseline of Section 5 of [1]: the same encoder
-:math:`q_\phi(z|x)` and decoder :math:`p_\theta(x|z)` as AEVB ("we employed the same encoder (also
-called recognition model) for the wake-sleep algorithm and the variational auto-encoder"), trained
-with the same optimizer, minibatches and budget, but with two separate objectives:
+The wake-sleep algorithm [2], the first baseline of Section 5 of [1], which uses the same encoder
+(recognition model) :math:`q_\phi(z|x)` and decoder :math:`p_\theta(x|z)` for it as for AEVB. Here
+they are also trained with the same optimizer, minibatches and budget, but on two separate objectives:
 
 - **wake phase** (:func:`wake_loss`): draw :math:`z \sim q_\phi(z|x)` for each datapoint of the
   minibatch, without a reparameterised gradient, and ascend :math:`\log p_\theta(x, z)` in
