@@ -1,0 +1,92 @@
+"""
+Sphinx configuration of the pyro-aevb documentation. Build it with warnings as errors::
+
+    python -m sphinx -W --keep-going -b html docs docs/_build/html
+"""
+
+import importlib
+
+from docutils import nodes
+
+import pyro_aevb
+
+project = "pyro-aevb"
+author = "pyro-aevb developers"
+copyright = "2026, pyro-aevb developers"
+release = version = pyro_aevb.__version__
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "sphinxarg.ext",
+]
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+exclude_patterns = ["_build"]
+myst_enable_extensions = ["dollarmath", "amsmath"]
+myst_heading_anchors = 3
+
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
+# Every reference to this package must resolve (warnings are errors). The docstrings also refer to
+# Pyro, PyTorch and the standard library, which this site does not document, and to private bases.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(pyro|torch|numpy|arviz|matplotlib|argparse|pathlib)(\..*)?"),
+    (r"py:class", r"callable|.*\._\w+"),
+]
+
+html_theme = "alabaster"
+html_title = f"pyro-aevb {release}"
+
+
+def _resolve(path):
+    """``(module name, qualified name)`` of a dotted path such as ``pyro_aevb.vae.VAE.guide``."""
+    parts = path.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module_name, qualname = ".".join(parts[:split]), ".".join(parts[split:])
+        try:
+            obj = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for attr in qualname.split("."):
+            obj = getattr(obj, attr, None)
+        if obj is not None:
+            return module_name, qualname
+    raise ValueError(f"no such object: {path}")
+
+
+def source_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    """
+    ``{source}`pyro_aevb.vae.VAE.guide``: a link to the line of the source, on the page that
+    ``sphinx.ext.viewcode`` writes, where the object is defined. An object that does not exist is an
+    error, so the equation table of the tutorial cannot point at code that is gone.
+    """
+    try:
+        module_name, qualname = _resolve(text)
+    except ValueError as e:
+        msg = inliner.reporter.error(str(e), line=lineno)
+        return [inliner.problematic(rawtext, rawtext, msg)], [msg]
+    docname = inliner.document.settings.env.docname
+    prefix = "../" * docname.count("/")
+    uri = f"{prefix}_modules/{module_name.replace('.', '/')}.html#{qualname}"
+    return [nodes.reference(rawtext, "[source]", refuri=uri, classes=["viewcode-link"])], []
+
+
+def resolve_reexport(app, env, node, contnode):
+    """Resolve ``pyro_aevb.load_run`` and the like, re-exported names, to where they are defined."""
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("pyro_aevb.") or target.count(".") != 1:
+        return None
+    obj = getattr(pyro_aevb, target.split(".")[1], None)
+    if getattr(obj, "__module__", None) is None or not hasattr(obj, "__qualname__"):
+        return None
+    node["reftarget"] = f"{obj.__module__}.{obj.__qualname__}"
+    domain = env.get_domain("py")
+    return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], node["reftarget"], node, contnode)
+
+
+def setup(app):
+    app.add_role("source", source_role)
+    app.connect("missing-reference", resolve_reexport)
