@@ -67,7 +67,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="The paper's decoders vs a continuous Bernoulli or Student-t one.")
     parser.add_argument("--likelihood", choices=sorted(COMPARISONS), default="continuous-bernoulli")
     parser.add_argument("--dataset", default=None, help="mnist or mnist5k for continuous-bernoulli [mnist5k]")
-    parser.add_argument("--data-dir", default=None, help="folder with MNIST/raw or FreyFace/ (default: $PYRO_AEVB_DATA)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with MNIST/raw or FreyFace/ (default: $PYRO_AEVB_DATA)")
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument("--hidden", type=int, default=None, help="hidden units [500 for MNIST, 200 for Frey Face]")
     parser.add_argument("--samples", type=float, default=2e5, help="training samples per model")

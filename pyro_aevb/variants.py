@@ -4,15 +4,17 @@ Worked swaps of the prior :math:`p_\theta(z)` and the likelihood :math:`p_\theta
 Each class changes the generative model of :class:`~pyro_aevb.vae.VAE` and nothing else: the
 recognition model (the ``guide``), the encoder, the training methods, both lower-bound estimators
 and both marginal-likelihood estimators work unchanged, because they only rely on the sample sites
-``"z"`` and ``"x"`` inside the plate of :func:`~pyro_aevb.vae.data_plate`. [1] says as much
-(Section 3: "the choice of priors and likelihoods is arbitrary", within the conditions of
-Section 2.4).
+``"z"`` and ``"x"`` inside the plate of :func:`~pyro_aevb.vae.data_plate`. [1] derives AEVB for any
+directed model with continuous latent variables (Section 2) and presents the Gaussian VAE as one
+example (Section 3); the recognition model must stay reparameterisable (Section 2.4), the model need
+only have a differentiable density.
 
-- The priors (:class:`LaplacePriorVAE`, :class:`MixturePriorVAE`) override :meth:`VAE.model`, where
-  the line that draws ``"z"`` lives.
+- The priors (:class:`LaplacePriorVAE`, :class:`MixturePriorVAE`) override
+  :meth:`VAE.model <pyro_aevb.vae.VAE.model>`, where the line that draws ``"z"`` lives.
 - The likelihoods (:class:`ContinuousBernoulliVAE`, :class:`StudentTVAE`) override
-  :meth:`VAE.observation_dist`, the one method that :meth:`VAE.model` calls for
-  :math:`p_\theta(x|z)`, so that the model and everything else that reads the likelihood agree.
+  :meth:`VAE.observation_dist <pyro_aevb.vae.VAE.observation_dist>`, the one method that
+  :meth:`VAE.model <pyro_aevb.vae.VAE.model>` calls for :math:`p_\theta(x|z)`, so that the model
+  and everything else that reads the likelihood agree.
 
 Use any of them by name, e.g. ``TrainConfig(model_class="pyro_aevb.variants:MixturePriorVAE",
 model_options={"num_components": 10})`` or ``pyro-aevb train --model-class
@@ -73,7 +75,7 @@ class MixturePriorVAE(VAE):
     (:class:`~pyro.infer.TraceMeanField_ELBO`) falls back to the Monte Carlo term
     :math:`\log p_\theta(z) - \log q_\phi(z|x)` of estimator A (Eq. (7) of [1]) for ``"z"``.
 
-    :param int num_components: :math:`K`; the other arguments are those of :class:`VAE`.
+    :param int num_components: :math:`K`; the other arguments are those of :class:`~pyro_aevb.vae.VAE`.
 
     .. warning:: The prior's parameters ``prior_locs``, ``prior_scales`` and ``prior_logits`` live in
         Pyro's global parameter store, not in the module: two instances in one process share them,
@@ -130,7 +132,9 @@ class ContinuousBernoulliVAE(VAE):
 
     def __init__(self, x_dim, z_dim, hidden_dim, likelihood="bernoulli", init_std=0.01):
         if likelihood != "bernoulli":
-            raise ValueError(f"ContinuousBernoulliVAE needs the logits decoder, likelihood='bernoulli'; got {likelihood!r}")
+            raise ValueError(
+                f"ContinuousBernoulliVAE needs the logits decoder, likelihood='bernoulli'; got {likelihood!r}"
+            )
         super().__init__(x_dim, z_dim, hidden_dim, likelihood=likelihood, init_std=init_std)
 
     def observation_dist(self, z):
@@ -159,7 +163,7 @@ class StudentTVAE(VAE):
 
     :param float df: a fixed :math:`\nu > 1`, or ``None`` (default) to learn one :math:`\nu`, shared by
         all pixels, as the ``pyro.param`` site ``"x_df"`` (constrained to :math:`\nu > 1`, started at
-        5); the other arguments are those of :class:`VAE`.
+        5); the other arguments are those of :class:`~pyro_aevb.vae.VAE`.
 
     .. note:: :math:`\nu > 1` keeps the mean :math:`E[x|z] = \mu` defined, which the reconstructions
         and samples plot.
@@ -167,7 +171,9 @@ class StudentTVAE(VAE):
 
     def __init__(self, x_dim, z_dim, hidden_dim, likelihood="gaussian", init_std=0.01, df=None):
         if likelihood != "gaussian":
-            raise ValueError(f"StudentTVAE needs the two-headed decoder, likelihood='gaussian'; got {likelihood!r}")
+            raise ValueError(
+                f"StudentTVAE needs the two-headed decoder, likelihood='gaussian'; got {likelihood!r}"
+            )
         if df is not None and not float(df) > 1:
             raise ValueError(f"df must be greater than 1 (or None to learn it), got {df}")
         super().__init__(x_dim, z_dim, hidden_dim, likelihood=likelihood, init_std=init_std)

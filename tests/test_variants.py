@@ -131,7 +131,8 @@ def test_cli_trains_the_same_run(variant, request, api_runs, tmp_path):
     config = _config(variant, data_dir)
     args = [sys.executable, "-m", "pyro_aevb", "train", "--out", str(tmp_path / "run"), "--no-progress"]
     args += ["--dataset", config.dataset, "--model-class", config.model_class]
-    args += ["--latent-dim", "2", "--hidden", "50", "--samples", "2000", "--eval-points", "2", "--eval-train-points", "100"]
+    args += ["--latent-dim", "2", "--hidden", "50", "--samples", "2000"]
+    args += ["--eval-points", "2", "--eval-train-points", "100"]
     if data_dir:
         args += ["--data-dir", data_dir]
     if config.binarize:
@@ -168,7 +169,8 @@ def test_estimator_b_keeps_or_drops_the_closed_form_kl(cls, analytic):
         pyro.set_rng_seed(0)
         losses.append(elbo.loss(vae.model, vae.guide, x))
     same = losses[0] == pytest.approx(losses[1], rel=1e-6)
-    assert same != analytic, f"{cls.__name__}: estimates A and B {losses}, expected the KL {'analytic' if analytic else 'by Monte Carlo'}"
+    expected = "analytic" if analytic else "by Monte Carlo"
+    assert same != analytic, f"{cls.__name__}: estimates A and B {losses}, expected the KL {expected}"
 
 
 @pytest.mark.parametrize("cls", [LaplacePriorVAE, MixturePriorVAE, ContinuousBernoulliVAE, StudentTVAE],
