@@ -10,6 +10,7 @@ from .aevb import AEVB, PAPER_STEP_SIZES
 from .data import DATASETS, Dataset, DataError, MinibatchSampler, load_dataset
 from .errors import ConfigError, RunDirError, TrainingDiverged, UserError
 from .evaluate import lower_bound, make_elbo
+from .marginal import log_marginal_likelihood
 from .nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, init_normal_
 from .train import METHODS, TrainConfig, load_run, train
 from .vae import VAE, data_plate
@@ -35,6 +36,7 @@ __all__ = [
     "init_normal_",
     "load_dataset",
     "load_run",
+    "log_marginal_likelihood",
     "lower_bound",
     "make_elbo",
     "train",

@@ -286,8 +286,9 @@ class _Trainer:
                 x = x[: config.log_marginal_points]
                 with torch.random.fork_rng(devices=self._cuda()):
                     torch.manual_seed(config.seed + 2)
+                    # A trained encoder is the proposal of "is" and starts the chains of "hmc" near the posterior.
                     log_px = log_marginal_likelihood(
-                        self.vae.model, x, estimator=estimator, guide=self.vae.guide if estimator == "is" else None
+                        self.vae.model, x, estimator=estimator, guide=self.vae.guide if self.method.has_encoder else None
                     )
                 row[f"{split}_log_marginal"] = float(log_px.mean())
         self.vae.train()
