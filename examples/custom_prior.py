@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 import pyro_aevb
-from pyro_aevb.marginal import log_marginal_likelihood
+from pyro_aevb.report import evaluate_run
 
 PRIORS = {
     "mixture": "pyro_aevb.variants:MixturePriorVAE",
@@ -26,31 +26,24 @@ PRIORS = {
 
 
 def main(args):
-    x = pyro_aevb.load_dataset(args.dataset, args.data_dir).eval_split("test", args.num_points)
     options = {"num_components": args.num_components} if args.prior == "mixture" else {}
-    models = [
-        ("standard normal", "pyro_aevb.vae:VAE", {}),
-        (args.prior, PRIORS[args.prior], options),
-    ]
-    rows = []
-    for label, model_class, model_options in models:
+    models = {"standard normal": ("pyro_aevb.vae:VAE", {}), args.prior: (PRIORS[args.prior], options)}
+    results = {}
+    for label, (model_class, model_options) in models.items():
         config = pyro_aevb.TrainConfig(
             dataset=args.dataset, data_dir=args.data_dir, latent_dim=args.latent_dim, hidden=args.hidden,
             samples=int(args.samples), lr=args.lr, eval_points=args.eval_points,
             model_class=model_class, model_options=model_options,
         )
-        vae = pyro_aevb.train(config, Path(args.out) / label.replace(" ", "-"), progress=not args.no_progress)
-        # Evaluate before the next training run: a learnable prior's parameters live in Pyro's global
-        # parameter store, which pyro_aevb.train clears.
-        bound = pyro_aevb.lower_bound(vae.model, vae.guide, x)
-        log_px = log_marginal_likelihood(vae.model, x, "is", guide=vae.guide, num_samples=args.num_proposals)
-        rows.append((label, bound, log_px.mean().item()))
+        out = Path(args.out) / label.replace(" ", "-")
+        pyro_aevb.train(config, out, progress=not args.no_progress)
+        results[label] = evaluate_run(out, "is", num_points=args.num_points, num_samples=args.num_proposals)
 
-    print(f"\n{len(x)} {args.dataset} test digits, nats per datapoint, after {int(args.samples)} training samples:")
-    print(f"{'prior':<20}{'lower bound':>14}{f'log p(x), IS K={args.num_proposals}':>24}")
-    for label, bound, log_px in rows:
-        print(f"{label:<20}{bound:>14.2f}{log_px:>24.2f}")
-    return rows
+    print(f"\n{args.num_points} {args.dataset} test digits, nats per datapoint, "
+          f"after {int(args.samples)} training samples; log p(x) by importance sampling, K={args.num_proposals}:")
+    for label, r in results.items():
+        print(f"  {label:<16} lower bound {r['lower_bound']:9.2f}   log p(x) {r['log_marginal_likelihood']:9.2f}")
+    return results
 
 
 if __name__ == "__main__":
