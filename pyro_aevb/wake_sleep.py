@@ -49,6 +49,8 @@ def wake_loss(model, guide, x, num_data=None):
     """
     with torch.no_grad():
         guide_trace = poutine.trace(guide).get_trace(x, num_data)
+    # condition rather than replay: replay refuses a "z" that is observed in the guide's trace, as it
+    # is when a caller fixes z with an enclosing poutine.condition (the tests do).
     z = guide_trace.nodes["z"]["value"]
     model_trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x, num_data)
     return -model_trace.log_prob_sum(), model_trace
@@ -75,6 +77,8 @@ def sleep_loss(model, guide, x, num_data=None):
         :math:`\phi`; its input ``x`` (``trace.nodes["_INPUT"]["args"][0]``) holds the fantasies.
     :rtype: tuple
     """
+    # uncondition samples the observed "x" with its distribution's sample(): binary for a Bernoulli,
+    # whatever grey levels x holds. no_grad: Normal fantasies would otherwise be reparameterised in theta.
     with torch.no_grad():
         model_trace = poutine.trace(poutine.uncondition(model)).get_trace(x, num_data)
     fantasy = {name: model_trace.nodes[name]["value"] for name in ("z", "x")}
