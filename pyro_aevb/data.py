@@ -467,11 +467,11 @@ class MinibatchSampler:
     Draws minibatches by index from a data tensor kept on its device (no ``DataLoader``, no
     per-sample cost).
 
-    Each epoch is a fresh random permutation of the rows, cut into batches of ``batch_size``;
-    every row is drawn exactly once per epoch, the last batch of an epoch holds the remaining
-    ``N % batch_size`` rows when ``batch_size`` does not divide ``N``. Use the returned indices
-    with ``pyro.plate("data", N, subsample=indices)`` so the likelihood is scaled by
-    ``N / len(indices)``.
+    Each epoch is a fresh random permutation of the rows, cut into ``N // batch_size`` batches of
+    exactly ``batch_size`` distinct rows; when ``batch_size`` does not divide ``N`` the
+    ``N % batch_size`` rows left at the end of a permutation wait for the next one. Every batch is
+    then a uniformly random subset of size M, as Algorithm 1 of [1] draws it, so the scale ``N / M``
+    is the same at every step and the minibatch estimator stays unbiased.
 
     The permutations and the dynamic binarization draw from the sampler's own
     ``torch.Generator`` on the data's device, seeded at construction, so the stream of batches
@@ -490,8 +490,8 @@ class MinibatchSampler:
     def __init__(self, data, batch_size, seed, dynamic_binarize=False):
         if data.dim() != 2 or data.shape[0] == 0:
             raise ValueError(f"data must be a non-empty [N, D] tensor, got shape {tuple(data.shape)}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= data.shape[0]:
+            raise ValueError(f"batch_size must be an int in [1, {data.shape[0]}], got {batch_size!r}")
         self.data = data
         self.batch_size = batch_size
         self.seed = seed
@@ -504,7 +504,7 @@ class MinibatchSampler:
 
     @property
     def num_batches_per_epoch(self):
-        return -(-self.data.shape[0] // self.batch_size)
+        return self.data.shape[0] // self.batch_size
 
     def next(self):
         """
@@ -517,8 +517,8 @@ class MinibatchSampler:
             self._perm = torch.randperm(num_data, generator=self.generator, device=self.data.device)
             self._position = 0
         indices = self._perm[self._position : self._position + self.batch_size]
-        self._position += indices.shape[0]
-        if self._position == num_data:
+        self._position += self.batch_size
+        if self._position + self.batch_size > num_data:
             self.epoch += 1
             self._perm = None
         x = self.data.index_select(0, indices)
