@@ -414,6 +414,11 @@ def load_run(run_dir, device="cpu"):
     vae = build_model(config, state["x_dim"]).to(device)
     vae.load_state_dict(state["vae"])
     # Values of pyro.param sites outside the modules (a learnable prior, say) live in the param store.
+    # Entries of the same names left by another model would shadow this one's: drop them first.
+    store = pyro.get_param_store()
+    for name in state["param_store"]["params"]:
+        if name in store:
+            del store[name]
     with torch.random.fork_rng(devices=[]), pyro.poutine.block():
         x = torch.zeros(1, vae.x_dim, device=device)
         vae.guide(x)

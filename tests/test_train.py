@@ -219,3 +219,18 @@ def test_existing_run_is_not_overwritten(tmp_path):
     with pytest.raises(RunDirError, match="already holds a run"):
         train(TrainConfig(samples=200, **TINY), out, progress=False)
     assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_load_run_ignores_another_models_params(tmp_path):
+    """Loading two runs with different data dimensions in one process: the second must not pick up the
+    first one's parameters from Pyro's global param store."""
+    a = train(TrainConfig(samples=200, **TINY), tmp_path / "a", progress=False)
+    pyro.clear_param_store()
+    b = train(TrainConfig(samples=200, **{**TINY, "latent_dim": 3}), tmp_path / "b", progress=False)
+    x = torch.rand(5, 784).round()
+    first, second = load_run(tmp_path / "a"), load_run(tmp_path / "b")
+    assert second.z_dim == 3 and first.z_dim == 2
+    for loaded, trained in ((first, a), (second, b)):
+        for (name, p), q in zip(loaded.state_dict().items(), trained.state_dict().values()):
+            assert torch.equal(p, q), f"{name} differs after load_run"
+    assert torch.isfinite(torch.tensor(lower_bound(first.model, first.guide, x)))
