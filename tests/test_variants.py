@@ -126,7 +126,10 @@ CLI_VARIANTS = [v if v == "mixture-prior" else pytest.param(v, marks=pytest.mark
 
 @pytest.mark.parametrize("variant", CLI_VARIANTS)
 def test_cli_trains_the_same_run(variant, request, api_runs, tmp_path):
-    """`pyro-aevb train --model-class ...` trains the same model as the API, to the last digit written."""
+    """
+    `pyro-aevb train --model-class ...` trains the same model as the API with the same seed: the bounds
+    agree to 1e-4 relative, the rounding that threaded kernels in two processes may differ by.
+    """
     data_dir = _data_dir(variant, request)
     config = _config(variant, data_dir)
     args = [sys.executable, "-m", "pyro_aevb", "train", "--out", str(tmp_path / "run"), "--no-progress"]
@@ -143,7 +146,7 @@ def test_cli_trains_the_same_run(variant, request, api_runs, tmp_path):
     assert type(cli) is type(api), f"{variant}: the CLI built {type(cli).__name__}"
     for column in ("train_lower_bound", "test_lower_bound"):
         got, expected = [row[column] for row in cli.metrics], [row[column] for row in api.metrics]
-        assert got == pytest.approx(expected, abs=1e-3), f"{variant}: CLI {column} {got} != API {expected}"
+        assert got == pytest.approx(expected, rel=1e-4), f"{variant}: CLI {column} {got} != API {expected}"
 
 
 def _tiny(cls):
