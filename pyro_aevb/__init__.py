@@ -11,9 +11,11 @@ from .data import DATASETS, Dataset, DataError, MinibatchSampler, load_dataset
 from .errors import ConfigError, RunDirError, TrainingDiverged, UserError
 from .evaluate import lower_bound, make_elbo
 from .marginal import log_marginal_likelihood
+from .mcem import MCEM, ImportanceMCEM
 from .nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, init_normal_
 from .train import METHODS, TrainConfig, load_run, train
 from .vae import VAE, data_plate
+from .wake_sleep import WakeSleep
 
 __all__ = [
     "AEVB",
@@ -24,6 +26,8 @@ __all__ = [
     "Dataset",
     "GaussianMLPDecoder",
     "GaussianMLPEncoder",
+    "ImportanceMCEM",
+    "MCEM",
     "METHODS",
     "MinibatchSampler",
     "PAPER_STEP_SIZES",
@@ -32,6 +36,7 @@ __all__ = [
     "TrainingDiverged",
     "UserError",
     "VAE",
+    "WakeSleep",
     "data_plate",
     "init_normal_",
     "load_dataset",

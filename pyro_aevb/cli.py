@@ -34,6 +34,17 @@ def _count(text):
     return int(value)
 
 
+def _option(text):
+    """Parse ``KEY=VALUE``; the value is read as JSON when it can be (numbers, booleans), else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
 def _add_train(sub):
     from .train import DEFAULT_HIDDEN, METHODS, TrainConfig
 
@@ -71,6 +82,10 @@ def _add_train(sub):
     a("--model-class", help=f"module:Class of the model, a pyro_aevb.VAE subclass [{d.model_class}]")
     a("--log-marginal", choices=["is", "hmc"], help="also estimate log p(x) at each evaluation with this estimator")
     a("--log-marginal-points", type=int, help=f"datapoints per split for --log-marginal [{d.log_marginal_points}]")
+    a("--method-option", type=_option, action="append", dest="method_options", metavar="KEY=VALUE",
+      help="an option of the method, e.g. num_proposals=20 for mcem-is, num_steps=10 for mcem (repeatable)")
+    a("--log-marginal-option", type=_option, action="append", dest="log_marginal_options", metavar="KEY=VALUE",
+      help="an option of the marginal-likelihood estimator, e.g. num_samples=50, warmup_steps=100 (repeatable)")
     a("--out", required=True, type=Path, help="the run folder to write (RUN_DIR)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a("--no-progress", action="store_true", help="no progress bar")
@@ -85,6 +100,9 @@ def _train(args):
         for f in dataclasses.fields(TrainConfig)
         if getattr(args, f.name, None) is not None
     }
+    for name in ("method_options", "log_marginal_options"):
+        if name in given:
+            given[name] = dict(given[name])
     if args.resume and (args.out / "config.json").exists():
         saved = json.loads((args.out / "config.json").read_text())["config"]
         clash = {k: (v, saved[k]) for k, v in given.items() if k != "samples" and saved.get(k) != v}

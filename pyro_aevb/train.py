@@ -73,6 +73,8 @@ class TrainConfig:
     :param str log_marginal: ``"is"`` or ``"hmc"`` to also estimate the marginal likelihood at each
         evaluation (methods without an encoder always do, with ``"hmc"``).
     :param int log_marginal_points: datapoints of each split used for the marginal likelihood.
+    :param dict log_marginal_options: options of :func:`~pyro_aevb.log_marginal_likelihood`
+        (``num_samples``, ``num_chains``, ``warmup_steps``, ...).
     :param dict method_options: extra keyword arguments of the method.
     """
 
@@ -97,6 +99,7 @@ class TrainConfig:
     model_options: dict = dataclasses.field(default_factory=dict)
     log_marginal: str = None
     log_marginal_points: int = 1000
+    log_marginal_options: dict = dataclasses.field(default_factory=dict)
     method_options: dict = dataclasses.field(default_factory=dict)
 
     def validate(self):
@@ -288,7 +291,8 @@ class _Trainer:
                     torch.manual_seed(config.seed + 2)
                     # A trained encoder is the proposal of "is" and starts the chains of "hmc" near the posterior.
                     log_px = log_marginal_likelihood(
-                        self.vae.model, x, estimator=estimator, guide=self.vae.guide if self.method.has_encoder else None
+                        self.vae.model, x, estimator=estimator, guide=self.vae.guide if self.method.has_encoder else None,
+                        **config.log_marginal_options,
                     )
                 row[f"{split}_log_marginal"] = float(log_px.mean())
         self.vae.train()
