@@ -1,0 +1,155 @@
+r"""
+Adagrad over all of Pyro's parameters with one PyTorch optimizer.
+
+:class:`pyro.optim.Adagrad` keeps one :class:`torch.optim.Adagrad` per parameter tensor and steps them
+one by one, each through PyTorch's per-tensor implementation: for the nets of [1] that costs about as
+much as the forward and backward passes together. The update is elementwise, so one optimizer over
+every parameter, with PyTorch's fused kernel (one pass over each tensor), computes the same update.
+:class:`FusedAdagrad` does that behind :class:`~pyro.optim.PyroOptim`'s interface, so that
+:class:`~pyro.infer.SVI` takes it unchanged, and it reads and writes the format of
+:meth:`PyroOptim.get_state <pyro.optim.PyroOptim.get_state>` (one single-parameter optimizer state per
+parameter name), so that checkpoints move freely between the two.
+
+The update of each parameter :math:`\theta` with gradient :math:`g` of the loss
+:math:`-\widetilde{\mathcal{L}}^M` (Algorithm 1 of [1], with the weight decay :math:`\lambda` of the
+Gaussian prior on :math:`\theta`) is
+
+.. math::
+
+    g \leftarrow g + \lambda \theta, \qquad s \leftarrow s + g^2, \qquad
+    \theta \leftarrow \theta - \eta \, g / (\sqrt{s} + \epsilon).
+
+[1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
+"""
+
+import pyro
+import torch
+from pyro.optim import PyroOptim
+
+__all__ = ["FusedAdagrad"]
+
+_ADAGRAD_ARGS = ("lr", "weight_decay", "lr_decay", "eps", "initial_accumulator_value")
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class FusedAdagrad(PyroOptim):
+    """
+    One :class:`torch.optim.Adagrad` over every parameter that :class:`~pyro.infer.SVI` hands it, with
+    the interface of :class:`~pyro.optim.PyroOptim`: ``__call__(params)``, :meth:`get_state` and
+    :meth:`set_state`.
+
+    Parameters seen for the first time (a ``pyro.param`` that a model creates mid-training, say) join
+    the optimizer when they first appear; a call moves only the parameters it is given, as
+    :class:`~pyro.optim.PyroOptim` does.
+
+    :param dict optim_args: keyword arguments of :class:`torch.optim.Adagrad`: ``lr``,
+        ``weight_decay``, ``lr_decay``, ``eps``, ``initial_accumulator_value``.
+    :param str implementation: ``"fused"`` (PyTorch's one-pass kernel, on CPU and CUDA; parameters on
+        other devices use ``"foreach"``) or ``"foreach"``.
+
+    .. note:: The step size and the other settings are this object's: a state loaded with
+        :meth:`set_state` brings each parameter's accumulated squared gradients and step count, not the
+        settings it was saved with (a resumed run may change ``lr``).
+    """
+
+    def __init__(self, optim_args, implementation="fused"):
+        if implementation not in ("fused", "foreach"):
+            raise ValueError(f"implementation must be 'fused' or 'foreach', got {implementation!r}")
+        unknown = set(optim_args) - set(_ADAGRAD_ARGS)
+        if unknown:
+            raise ValueError(f"FusedAdagrad takes {_ADAGRAD_ARGS}, got {sorted(unknown)}")
+        super().__init__(torch.optim.Adagrad, dict(optim_args))
+        self.implementation = implementation
+        self.optimizer = None  # created with the first parameters
+        self._params = []  # in the order they joined
+        self._known = set()
+        self._waiting = {}  # per-name states from set_state, for parameters not seen yet
+
+    def __call__(self, params, *args, **kwargs):
+        """One Adagrad step on ``params``: tensors of Pyro's param store, holding their gradients."""
+        if not isinstance(params, (set, frozenset)):
+            params = set(params)
+        new = [p for p in params if p not in self._known]
+        if new:
+            self._add(new)
+        hidden = []
+        if len(params) < len(self._params):
+            # Only this step's parameters move (as in PyroOptim): hide the others' gradients.
+            for p in self._params:
+                if p not in params and p.grad is not None:
+                    hidden.append((p, p.grad))
+                    p.grad = None
+        self.optimizer.step()
+        for p, grad in hidden:
+            p.grad = grad
+
+    def _add(self, new):
+        store = pyro.get_param_store()
+        new.sort(key=lambda p: store.param_name(p) or "")  # a stable order, for a reproducible state listing
+        for fused in (True, False):
+            params = [p for p in new if self._fused(p) == fused]
+            if not params:
+                continue
+            group = {"params": params, "fused": fused or None, "foreach": (not fused) or None}
+            if self.optimizer is None:
+                self.optimizer = torch.optim.Adagrad([group], **self.pt_optim_args)
+            else:
+                self.optimizer.add_param_group(group)
+        for p in new:
+            self._known.add(p)
+            self._params.append(p)
+            state = self._waiting.pop(store.param_name(p), None)
+            if state is not None:
+                self._load_param_state(p, state)
+
+    def _fused(self, param):
+        return self.implementation == "fused" and param.device.type in ("cpu", "cuda") and param.dtype in _FUSED_DTYPES
+
+    def _load_param_state(self, param, state):
+        """Load one parameter's state, in :class:`~pyro.optim.PyroOptim`'s format (a one-tensor state dict)."""
+        saved = next(iter(state["state"].values()), None)
+        if not saved:
+            self.optimizer.state.pop(param, None)  # saved before its first step: start afresh
+            return
+        self.optimizer.state[param] = {
+            # The fused kernel reads the step count on the parameter's device, the others on the CPU.
+            "step": torch.tensor(
+                float(saved["step"]), dtype=torch.float32, device=param.device if self._fused(param) else "cpu"
+            ),
+            "sum": saved["sum"].detach().to(device=param.device, dtype=param.dtype, copy=True),
+        }
+
+    def get_state(self):
+        """
+        :returns: ``{parameter name: state dict of a one-parameter torch.optim.Adagrad}``, the format of
+            :meth:`pyro.optim.PyroOptim.get_state`, with the states loaded but not yet used.
+        :rtype: dict
+        """
+        store = pyro.get_param_store()
+        state = dict(self._waiting)
+        if self.optimizer is None:
+            return state
+        for group in self.optimizer.param_groups:
+            # The settings as torch.optim.Adagrad's defaults have them, so that PyroOptim can load them too.
+            settings = {k: v for k, v in group.items() if k != "params"}
+            settings.update(fused=None, foreach=None)
+            for p in group["params"]:
+                saved = self.optimizer.state.get(p)
+                param_state = {}
+                if saved:
+                    param_state[0] = {"step": saved["step"].detach().cpu().clone(), "sum": saved["sum"].detach().clone()}
+                state[store.param_name(p)] = {"state": param_state, "param_groups": [dict(settings, params=[0])]}
+        return state
+
+    def set_state(self, state_dict):
+        """
+        Load a state from :meth:`get_state` or from :meth:`pyro.optim.PyroOptim.get_state`: at once for
+        the parameters this optimizer holds, and for the others when they first appear.
+        """
+        store = pyro.get_param_store()
+        live = {store.param_name(p): p for p in self._params}
+        for name, param_state in state_dict.items():
+            if name in live:
+                self._load_param_state(live[name], param_state)
+            else:
+                self._waiting[name] = param_state
