@@ -17,15 +17,30 @@ objective, counted once for the N datapoints: the loss is the N-scaled negative 
 :math:`\lambda\theta` to its gradient (Adagrad's ``weight_decay=λ``) is exactly the gradient of
 :math:`-\log p(\theta)`. It applies to every parameter, the encoder's included, as in the paper.
 
+**Speed.** Pyro's bookkeeping (tracing, replay, per-site checks, one optimizer per parameter tensor)
+costs more per step than the paper's small nets do. So every step uses :class:`~pyro_aevb.optim.FusedAdagrad`
+(one optimizer over all parameters), the first step runs with the caller's validation setting and the
+later ones without it, and when ``vae`` is a :class:`~pyro_aevb.vae.VAE` whose ``model`` and ``guide``
+are the class's own (the likelihood :meth:`~pyro_aevb.vae.VAE.observation_dist` may be swapped), the
+later steps compute the same estimator straight from the encoder, the prior and the likelihood, with the
+same random draws and the same arithmetic as the Pyro objective above. Any other model (a swapped
+prior, a ``pyro.param`` of its own) trains through :class:`~pyro.infer.SVI` at every step.
+
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """
 
-import pyro.optim
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
 from pyro.infer import SVI
+from torch.distributions import kl_divergence
 
 from .evaluate import make_elbo
+from .optim import FusedAdagrad
+from .vae import VAE
 
-__all__ = ["AEVB", "PAPER_STEP_SIZES"]
+__all__ = ["AEVB", "PAPER_STEP_SIZES", "sgvb_loss"]
 
 #: Adagrad's global step sizes among which [1] chose, by performance on the training set.
 PAPER_STEP_SIZES = (0.01, 0.02, 0.1)
@@ -41,19 +56,32 @@ class AEVB:
     :param int num_particles: L, samples of z per datapoint (the paper: 1).
     :param float weight_decay: precision :math:`\lambda` of the Gaussian prior on the parameters
         (the paper: 1); 0 turns it off.
+    :param bool fast_path: allow the direct computation of the estimator for a plain
+        :class:`~pyro_aevb.vae.VAE` (see the module's notes); ``False`` runs :class:`~pyro.infer.SVI`
+        at every step. Both give the same parameters up to floating-point rounding.
     """
 
     has_encoder = True
 
-    def __init__(self, vae, estimator="B", lr=0.02, num_particles=1, weight_decay=1.0):
+    def __init__(self, vae, estimator="B", lr=0.02, num_particles=1, weight_decay=1.0, fast_path=True):
         if estimator not in ("A", "B"):
             raise ValueError(f"estimator must be 'A' or 'B', got {estimator!r}")
         if lr <= 0 or weight_decay < 0:
             raise ValueError(f"need lr > 0 and weight_decay >= 0, got {lr} and {weight_decay}")
         self.vae = vae
-        self.optim = pyro.optim.Adagrad({"lr": lr, "weight_decay": weight_decay})
+        self.estimator = estimator
+        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
         self.elbo = make_elbo(analytic_kl=estimator == "B", num_particles=num_particles)
         self.svi = SVI(vae.model, vae.guide, self.optim, self.elbo)
+        self.num_particles = self.elbo.num_particles
+        self.fast_path = bool(fast_path)
+        self._first_step = True
+        self._params = None  # the trained tensors on the direct path, once the first step has found them
+
+    @property
+    def uses_fast_path(self):
+        """Whether the steps after the first compute the estimator directly (known after the first step)."""
+        return self._params is not None
 
     def step(self, x, idx, num_data):
         """
@@ -61,10 +89,95 @@ class AEVB:
 
         :returns: the loss, :math:`-\\widetilde{\\mathcal{L}}^M`, scaled to the whole data set.
         """
-        return self.svi.step(x, num_data)
+        if self._first_step:
+            # The first step is Pyro's, under the caller's validation setting: a model's errors surface here.
+            loss = self.svi.step(x, num_data)
+            self._first_step = False
+            if self.fast_path:
+                self._params = _direct_params(self.vae, x, num_data)
+            return loss
+        with pyro.validation_enabled(False):
+            if self._params is None:
+                return self.svi.step(x, num_data)
+            return self._direct_step(x, num_data)
+
+    def _direct_step(self, x, num_data):
+        loss = sgvb_loss(self.vae, x, num_data, self.estimator, self.num_particles)
+        loss.backward()
+        self.optim(self._params)
+        for p in self._params:
+            p.grad = None
+        return loss.item()
 
     def state_dict(self):
         return {"optim": self.optim.get_state()}
 
     def load_state_dict(self, state):
         self.optim.set_state(state["optim"])
+
+
+def sgvb_loss(vae, x, num_data, estimator="B", num_particles=1):
+    r"""
+    The negative SGVB estimate :math:`-\widetilde{\mathcal{L}}^M(\theta, \phi; X^M)` for a
+    :class:`~pyro_aevb.vae.VAE` with its own ``model`` and ``guide``, computed from the same
+    distributions and in the same order as :class:`~pyro.infer.TraceMeanField_ELBO` (``"B"``,
+    Eq. (10) of [1]) and :class:`~pyro.infer.Trace_ELBO` (``"A"``, Eq. (7)) compute it on
+    ``vae.model`` and ``vae.guide``, without tracing them: the recognition model
+    :math:`q_\phi(z|x) = \mathcal{N}(\mu, \sigma^2 I)`, the prior :math:`\mathcal{N}(0, I)` and the
+    likelihood ``vae.observation_dist(z)``, each log-density scaled by :math:`N/M`.
+
+    :param VAE vae: the model; its ``model`` and ``guide`` must be :class:`~pyro_aevb.vae.VAE`'s.
+    :param torch.Tensor x: minibatch ``[M, x_dim]``.
+    :param int num_data: N; ``None`` means ``len(x)`` (scale 1), as in :func:`~pyro_aevb.vae.data_plate`.
+    :param str estimator: ``"B"`` or ``"A"``.
+    :param int num_particles: L, samples of z per datapoint, drawn at once.
+    :returns: a scalar tensor to differentiate.
+    """
+    if num_data is not None and int(num_data) < x.shape[0]:
+        raise ValueError(f"num_data ({num_data}) is smaller than the minibatch ({x.shape[0]})")
+    scale = 1.0 if num_data is None else int(num_data) / x.shape[0]
+    z_loc, z_scale = vae.encoder(x)
+    guide_dist = dist.Normal(z_loc, z_scale).to_event(1)
+    prior = dist.Normal(x.new_zeros(vae.z_dim), 1.0).to_event(1)
+    # The same draw of epsilon as the guide's site "z" (with L particles: one [L, M, z_dim] draw).
+    z = guide_dist.rsample() if num_particles == 1 else guide_dist.rsample((num_particles,))
+    log_px = vae.observation_dist(z).log_prob(x) * scale
+    if estimator == "B":
+        kl = kl_divergence(guide_dist, prior) * scale
+        if num_particles > 1:  # the vectorised ELBO counts the KL once per particle
+            kl = kl.expand((num_particles,) + kl.shape)
+        elbo = 0 - kl.sum() + log_px.sum()
+    else:
+        log_pz = prior.log_prob(z) * scale
+        log_qz = guide_dist.log_prob(z) * scale
+        elbo = 0 + log_pz.sum() + log_px.sum() - log_qz.sum()
+    return 0.0 + -elbo / num_particles
+
+
+def _direct_params(vae, x, num_data):
+    """
+    The parameters :func:`sgvb_loss` trains, in Pyro's param store, if it computes ``vae``'s objective:
+    ``vae`` must be a :class:`~pyro_aevb.vae.VAE` with the class's ``model`` and ``guide``, its sites
+    exactly ``"z"`` and ``"x"``, and its parameters those of its modules (no ``pyro.param`` of its own).
+    ``None`` otherwise.
+    """
+    cls = type(vae)
+    if not isinstance(vae, VAE) or cls.model is not VAE.model or cls.guide is not VAE.guide:
+        return None
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), torch.no_grad():
+        with poutine.block():
+            guide_trace = poutine.trace(vae.guide).get_trace(x, num_data)
+            model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x, num_data)
+    traces = [poutine.util.prune_subsample_sites(trace) for trace in (model_trace, guide_trace)]
+    sites = {
+        kind: {name for trace in traces for name, site in trace.nodes.items() if site["type"] == kind}
+        for kind in ("sample", "param")
+    }
+    if sites["sample"] != {"z", "x"}:
+        return None
+    store = pyro.get_param_store()
+    params = [store[name].unconstrained() for name in sorted(sites["param"])]
+    own = [p for p in vae.parameters() if p.requires_grad]
+    if {id(p) for p in params} != {id(p) for p in own} or len(params) != len(own):
+        return None
+    return params

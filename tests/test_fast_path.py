@@ -1,0 +1,260 @@
+"""
+AEVB's fast path against Pyro's reference path (stock ``SVI`` + ``pyro.optim.Adagrad`` + Pyro's ELBO).
+
+The direct estimator (:func:`pyro_aevb.aevb.sgvb_loss`) must compute Pyro's objective with Pyro's random
+draws, :class:`~pyro_aevb.optim.FusedAdagrad` must make Adagrad's update, models that the direct
+estimator cannot compute must still train through SVI, and a checkpoint must resume exactly.
+"""
+
+import io
+
+import pyro
+import pyro.distributions as dist
+import pyro.optim
+import pytest
+import torch
+from pyro.infer import SVI
+
+from pyro_aevb.aevb import AEVB, sgvb_loss
+from pyro_aevb.checkpoint import restore_param_store
+from pyro_aevb.evaluate import make_elbo
+from pyro_aevb.optim import FusedAdagrad
+from pyro_aevb.variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
+from pyro_aevb.vae import VAE, data_plate
+
+X_DIM, Z_DIM, HIDDEN, NUM_DATA = 12, 3, 8, 50
+LR, WEIGHT_DECAY = 0.1, 1.0
+# A few steps of float32 Adagrad: the fused kernel rounds differently from PyTorch's per-tensor loop,
+# by about one unit in the last place per step.
+STEP_TOL = dict(rtol=1e-5, atol=1e-6)
+
+
+class StudentTPriorVAE(VAE):
+    """A user's swapped prior with no closed-form KL from the Normal guide: estimator B falls back to Monte Carlo."""
+
+    def model(self, x, num_data=None):
+        pyro.module("decoder", self.decoder)
+        with data_plate(x, num_data):
+            z = pyro.sample("z", dist.StudentT(4.0, x.new_zeros(self.z_dim), 1.0).to_event(1))
+            pyro.sample("x", self.observation_dist(z), obs=x)
+
+
+def _data(likelihood="bernoulli", rows=7):
+    x = torch.rand(rows, X_DIM, generator=torch.Generator().manual_seed(1))
+    return torch.bernoulli(x, generator=torch.Generator().manual_seed(2)) if likelihood == "bernoulli" else x
+
+
+def _vae(cls=VAE, likelihood="bernoulli", **kwargs):
+    pyro.set_rng_seed(0)
+    return cls(X_DIM, Z_DIM, HIDDEN, likelihood=likelihood, init_std=0.3, **kwargs)
+
+
+def _train_reference(vae, x, estimator, num_particles=1, steps=4):
+    """Pyro's own pattern: SVI, one torch optimizer per parameter, validation on."""
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adagrad({"lr": LR, "weight_decay": WEIGHT_DECAY}), make_elbo(estimator == "B", num_particles))
+    return [svi.step(x, NUM_DATA) for _ in range(steps)]
+
+
+def _train_aevb(vae, x, estimator, num_particles=1, steps=4, **kwargs):
+    method = AEVB(vae, estimator, LR, num_particles, WEIGHT_DECAY, **kwargs)
+    for _ in range(steps):
+        method.step(x, None, NUM_DATA)
+    return method
+
+
+def _store_values():
+    return {name: value.detach().clone() for name, value in pyro.get_param_store().items()}
+
+
+def _assert_same_params(actual, expected, message, **tol):
+    assert actual.keys() == expected.keys(), f"{message}: parameter names differ"
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], msg=lambda m: f"{message}, {name}: {m}", **(tol or STEP_TOL))
+
+
+def _reference_params(make_vae, x, estimator, num_particles=1, steps=4):
+    pyro.clear_param_store()
+    _train_reference(make_vae(), x, estimator, num_particles, steps)
+    values = _store_values()
+    pyro.clear_param_store()
+    return values
+
+
+CASES = [
+    pytest.param("B", "bernoulli", 1, id="B-bernoulli"),
+    pytest.param("A", "bernoulli", 1, id="A-bernoulli"),
+    pytest.param("B", "gaussian", 2, id="B-gaussian-L2"),
+    pytest.param("A", "gaussian", 2, id="A-gaussian-L2"),
+]
+
+
+@pytest.mark.parametrize("estimator, likelihood, num_particles", CASES)
+def test_direct_estimator_is_pyros_elbo(estimator, likelihood, num_particles):
+    """Same seed, same parameters: the direct loss and its gradients are those of Pyro's ELBO."""
+    vae, x = _vae(likelihood=likelihood), _data(likelihood)
+    elbo = make_elbo(estimator == "B", num_particles)
+    elbo.differentiable_loss(vae.model, vae.guide, x, NUM_DATA)  # with L > 1, a first call guesses the plate nesting
+    pyro.set_rng_seed(3)
+    expected = elbo.differentiable_loss(vae.model, vae.guide, x, NUM_DATA)
+    expected_grads = torch.autograd.grad(expected, list(vae.parameters()))
+    pyro.set_rng_seed(3)
+    actual = sgvb_loss(vae, x, NUM_DATA, estimator, num_particles)
+    actual_grads = torch.autograd.grad(actual, list(vae.parameters()))
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=0, msg="the direct loss differs from Pyro's")
+    for (name, _), a, e in zip(vae.named_parameters(), actual_grads, expected_grads):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6, msg=lambda m: f"gradient of {name}: {m}")
+
+
+@pytest.mark.parametrize("estimator, likelihood, num_particles", CASES)
+def test_fast_path_trains_as_pyros_reference(estimator, likelihood, num_particles):
+    x = _data(likelihood)
+    expected = _reference_params(lambda: _vae(likelihood=likelihood), x, estimator, num_particles)
+    method = _train_aevb(_vae(likelihood=likelihood), x, estimator, num_particles)
+    assert method.uses_fast_path, "a plain VAE should train on the direct path"
+    _assert_same_params(_store_values(), expected, "fast path vs stock SVI + pyro.optim.Adagrad")
+
+
+@pytest.mark.parametrize("estimator", ["B", "A"])
+def test_direct_path_equals_svi_with_the_same_optimizer(estimator):
+    """With L = 1 the direct steps repeat SVI's arithmetic exactly: bit-for-bit equal parameters."""
+    x = _data()
+    _train_aevb(_vae(), x, estimator, steps=6, fast_path=False)
+    via_svi = _store_values()
+    pyro.clear_param_store()
+    method = _train_aevb(_vae(), x, estimator, steps=6)
+    assert method.uses_fast_path, "a plain VAE should train on the direct path"
+    _assert_same_params(_store_values(), via_svi, "direct path vs SVI", rtol=0, atol=0)
+
+
+SWAPS = [
+    pytest.param(LaplacePriorVAE, "bernoulli", {}, False, id="laplace-prior"),
+    pytest.param(MixturePriorVAE, "bernoulli", {"num_components": 3}, False, id="mixture-prior-pyro.param"),
+    pytest.param(StudentTPriorVAE, "bernoulli", {}, False, id="student-t-prior-no-closed-form-kl"),
+    pytest.param(StudentTVAE, "gaussian", {}, False, id="student-t-likelihood-pyro.param"),
+    pytest.param(ContinuousBernoulliVAE, "bernoulli", {}, True, id="continuous-bernoulli-likelihood"),
+]
+
+
+@pytest.mark.parametrize("cls, likelihood, options, direct", SWAPS)
+@pytest.mark.parametrize("estimator", ["B", "A"])
+def test_swapped_models_train_as_pyros_reference(cls, likelihood, options, direct, estimator):
+    """Swapped priors and likelihoods train as stock SVI trains them, their own pyro.param sites included."""
+    x = _data(likelihood)
+    expected = _reference_params(lambda: _vae(cls, likelihood, **options), x, estimator)
+    method = AEVB(_vae(cls, likelihood, **options), estimator, LR, 1, WEIGHT_DECAY)
+    method.step(x, None, NUM_DATA)
+    after_one_step = _store_values()
+    losses = [method.step(x, None, NUM_DATA) for _ in range(3)]
+    assert method.uses_fast_path == direct, f"{cls.__name__} should train on the {'direct' if direct else 'SVI'} path"
+    assert all(torch.isfinite(torch.tensor(losses))), f"{cls.__name__}: non-finite loss {losses}"
+    trained = _store_values()
+    _assert_same_params(trained, expected, f"{cls.__name__} through AEVB vs stock SVI")
+    for name in (name for name in trained if "$$$" not in name):  # pyro.param sites outside the nets
+        assert not torch.equal(trained[name], after_one_step[name]), f"{cls.__name__}: {name} is not being trained"
+
+
+def _checkpoint(vae, optim_state):
+    """What the training loop saves, through torch.save and torch.load as a checkpoint file goes."""
+    buffer = io.BytesIO()
+    state = {"vae": vae.state_dict(), "param_store": pyro.get_param_store().get_state(), "optim": optim_state}
+    torch.save(dict(state, rng=torch.get_rng_state()), buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+def _resume(state, vae, x):
+    """What the training loop does on --resume: a fresh model and store, loaded in place."""
+    pyro.clear_param_store()
+    vae.load_state_dict(state["vae"])
+    with torch.random.fork_rng(), pyro.poutine.block():
+        vae.guide(x[:1])
+        vae.model(x[:1])
+    restore_param_store(state["param_store"])
+    torch.set_rng_state(state["rng"])
+    return vae
+
+
+@pytest.mark.parametrize("cls", [VAE, MixturePriorVAE], ids=["vae-direct-path", "mixture-prior-svi-path"])
+@pytest.mark.parametrize("estimator", ["B", "A"])
+def test_resume_gives_the_same_next_steps(cls, estimator):
+    x = _data()
+    method = AEVB(_vae(cls), estimator, LR, 1, WEIGHT_DECAY)
+    for _ in range(3):
+        method.step(x, None, NUM_DATA)
+    state = _checkpoint(method.vae, method.state_dict()["optim"])
+    for _ in range(2):
+        method.step(x, None, NUM_DATA)
+    expected = _store_values()
+
+    resumed = AEVB(_resume(state, _vae(cls), x), estimator, LR, 1, WEIGHT_DECAY)
+    resumed.load_state_dict({"optim": state["optim"]})
+    for _ in range(2):
+        resumed.step(x, None, NUM_DATA)
+    _assert_same_params(_store_values(), expected, "resumed vs uninterrupted", rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [(pyro.optim.Adagrad, FusedAdagrad), (FusedAdagrad, pyro.optim.Adagrad)],
+    ids=["stock-to-fused", "fused-to-stock"],
+)
+def test_optimizer_state_moves_between_stock_and_fused_adagrad(first, second):
+    """A checkpoint written with pyro.optim.Adagrad resumes with FusedAdagrad, and the other way round."""
+    x, elbo, settings = _data(), make_elbo(True), {"lr": LR, "weight_decay": WEIGHT_DECAY}
+    vae = _vae()
+    svi = SVI(vae.model, vae.guide, first(settings), elbo)
+    for _ in range(3):
+        svi.step(x, NUM_DATA)
+    state = _checkpoint(vae, svi.optim.get_state())
+    for _ in range(2):
+        svi.step(x, NUM_DATA)
+    expected = _store_values()
+
+    vae = _resume(state, _vae(), x)
+    optim = second(settings)
+    optim.set_state(state["optim"])
+    svi = SVI(vae.model, vae.guide, optim, elbo)
+    for _ in range(2):
+        svi.step(x, NUM_DATA)
+    _assert_same_params(_store_values(), expected, f"{first.__name__} then {second.__name__}")
+
+
+def test_fused_adagrad_moves_only_the_given_parameters_and_takes_new_ones():
+    """A parameter joins when first seen; one left out of a step keeps its value and its gradient."""
+    a = pyro.param("a", torch.ones(3))
+    b = pyro.param("b", torch.ones(2))
+    optim = FusedAdagrad({"lr": LR, "weight_decay": WEIGHT_DECAY})
+    stock = torch.optim.Adagrad([a.detach().clone().requires_grad_()], lr=LR, weight_decay=WEIGHT_DECAY)
+    for step in range(3):
+        a.grad = torch.full_like(a, 0.5)
+        stock.param_groups[0]["params"][0].grad = torch.full_like(a, 0.5)
+        b.grad = torch.full_like(b, 0.5)
+        optim([a] if step < 2 else [a, b])
+        stock.step()
+        if step < 2:
+            assert torch.equal(b.detach(), torch.ones(2)), "a parameter left out of the step moved"
+            assert torch.equal(b.grad, torch.full_like(b, 0.5)), "a parameter left out of the step lost its gradient"
+    torch.testing.assert_close(a.detach(), stock.param_groups[0]["params"][0].detach(), **STEP_TOL)
+    assert optim.get_state()["b"]["state"][0]["step"] == 1, "the late parameter should have taken one step"
+
+
+def test_validation_setting_is_left_as_found():
+    method = AEVB(_vae(), "B", LR, 1, WEIGHT_DECAY)
+    for _ in range(3):
+        method.step(_data(), None, NUM_DATA)
+    assert pyro.infer.util.is_validation_enabled(), "AEVB.step changed the global validation setting"
+
+
+def test_first_step_validates_the_model():
+    """The first step runs under the caller's validation setting, so a model's mistakes surface at once."""
+
+    class WrongSupport(VAE):
+        def model(self, x, num_data=None):
+            pyro.module("decoder", self.decoder)
+            with data_plate(x, num_data):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+                pyro.sample("x", dist.Poisson(self.decoder(z).exp()).to_event(1), obs=x + 0.5)
+
+    method = AEVB(_vae(WrongSupport), "B", LR, 1, WEIGHT_DECAY)
+    with pytest.raises(ValueError):
+        method.step(_data(), None, NUM_DATA)
