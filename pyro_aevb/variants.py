@@ -46,7 +46,7 @@ class LaplacePriorVAE(VAE):
         z = pyro.sample("z", dist.Laplace(x.new_zeros(self.z_dim), 1.0).to_event(1))
 
     PyTorch registers the KL divergence from a Normal to a Laplace in closed form, so estimator B
-    (:class:`~pyro.infer.TraceMeanField_ELBO`, Eq. (10) of [1]) still computes the KL term
+    (:class:`~pyro.infer.TraceMeanField_ELBO`, Eq. (7) of [1]) still computes the KL term
     analytically, as it does for the standard normal prior.
     """
 
@@ -73,7 +73,7 @@ class MixturePriorVAE(VAE):
     where :meth:`prior` builds a :class:`~pyro.distributions.MixtureSameFamily` from three
     ``pyro.param`` sites. A Normal guide has no closed-form KL divergence to a mixture, so estimator B
     (:class:`~pyro.infer.TraceMeanField_ELBO`) falls back to the Monte Carlo term
-    :math:`\log p_\theta(z) - \log q_\phi(z|x)` of estimator A (Eq. (7) of [1]) for ``"z"``.
+    :math:`\log p_\theta(z) - \log q_\phi(z|x)` of estimator A (Eq. (6) of [1]) for ``"z"``.
 
     :param int num_components: :math:`K`; the other arguments are those of :class:`~pyro_aevb.vae.VAE`.
 
