@@ -67,7 +67,7 @@ def _add_train(sub):
     a("--latent-dim", type=int, help=f"N_z, the latent dimension [{d.latent_dim}]")
     a("--hidden", type=int, help=f"hidden units of encoder and decoder [{DEFAULT_HIDDEN}]")
     a("--method", choices=list(METHODS),
-      help="aevb: SGVB estimator B, analytic KL (Eq. 10); aevb-mc: estimator A (Eq. 7); others: baselines [aevb]")
+      help="aevb: SGVB estimator B, analytic KL (Eq. 7 and 10); aevb-mc: estimator A (Eq. 6); others: baselines [aevb]")
     a("--samples", type=_count, help=f"training budget in samples seen, e.g. 1e6 [{d.samples:.0e}]")
     a("--lr", type=float, help=f"Adagrad step size; the paper chose from 0.01, 0.02, 0.1 [{d.lr}]")
     a("--batch-size", type=int, help=f"minibatch size M [{d.batch_size}]")

@@ -2,13 +2,14 @@ r"""
 The per-datapoint variational lower bound :math:`\mathcal{L}(\theta, \phi; x)` of Eq. (3) of [1],
 evaluated in nats on a whole data set, with Pyro's own ELBO estimators.
 
-With ``analytic_kl=True`` it is estimator B (Eq. (10)) through
+With ``analytic_kl=True`` it is estimator B (Eq. (7); Eq. (10) for the Gaussian case) through
 :class:`~pyro.infer.TraceMeanField_ELBO`, which falls back to the Monte Carlo estimate for any site
-whose KL divergence has no closed form; with ``analytic_kl=False`` it is estimator A (Eq. (7)) through
+whose KL divergence has no closed form; with ``analytic_kl=False`` it is estimator A (Eq. (6)) through
 :class:`~pyro.infer.Trace_ELBO`. Both are unbiased, so every training method (AEVB, wake-sleep) is
 measured by the same code.
 
-[1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
+[1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013), arXiv:1312.6114v10;
+    equation numbers follow that version.
 """
 
 import contextlib
@@ -21,7 +22,7 @@ __all__ = ["lower_bound", "make_elbo"]
 
 def make_elbo(analytic_kl=True, num_particles=1):
     """
-    :param bool analytic_kl: estimator B (Eq. (10), analytic KL) if True, else estimator A (Eq. (7)).
+    :param bool analytic_kl: estimator B (Eq. (7), analytic KL) if True, else estimator A (Eq. (6)).
     :param int num_particles: L, the number of samples of z per datapoint.
     :returns: a Pyro ELBO object.
     """
