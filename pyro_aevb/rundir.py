@@ -7,6 +7,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 from .errors import RunDirError
@@ -56,6 +57,15 @@ class RunDir:
             yield self
         finally:
             lock.release()
+
+    def check_free_space(self, nbytes):
+        """Raise :class:`RunDirError` unless the folder's file system has ``nbytes`` free (for the checkpoints)."""
+        free = shutil.disk_usage(self.path).free
+        if free < nbytes:
+            raise RunDirError(
+                f"only {free / 2**20:.1f} MiB free in {self.path}, and its checkpoints need about "
+                f"{nbytes / 2**20:.1f} MiB; free some space or choose another --out"
+            )
 
     def write_config(self, config):
         tmp = self.config_path.with_suffix(".json.tmp")

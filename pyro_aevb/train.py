@@ -6,6 +6,7 @@ The methods themselves (:class:`~pyro_aevb.aevb.AEVB` and the baselines) only kn
 step on a minibatch; see :data:`METHODS`.
 """
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -22,6 +23,7 @@ import pyro
 import torch
 
 from . import __version__
+from . import distributed
 from .aevb import AEVB
 from .checkpoint import atomic_save, get_rng_state, load_checkpoint, restore_param_store, set_rng_state
 from .data import MinibatchSampler, check_support, load_dataset
@@ -194,22 +196,49 @@ def train(config, out, resume=False, progress=True, samples=None):
     .. note:: Pyro's parameter store is global: this clears it.
     """
     run = RunDir(out)
-    with run.lock():
-        if resume and run.config_path.exists():
-            saved = json.loads(run.config_path.read_text())
-            config = TrainConfig(**saved["config"])
-            if samples is not None and samples != config.samples:
-                config.samples = saved["config"]["samples"] = int(samples)
-                run.write_config(saved)
-        elif run.checkpoint_path.exists() or run.config_path.exists():
-            raise RunDirError(f"{run.path} already holds a run: pass --resume to continue it, or choose another --out")
-        return _Trainer(config.validate(), run, progress).run(resume)
+    world = distributed.init_world()
+    try:
+        with contextlib.ExitStack() as held:
+
+            def open_run():  # on rank 0 only: the others learn its result or its error
+                held.enter_context(run.lock())
+                return _open_run(run, config, resume, samples)
+
+            config = world.on_main(open_run)
+            return _Trainer(config.validate(), run, progress, world).run(resume)
+    finally:
+        world.close()
+
+
+def _open_run(run, config, resume, samples):
+    """The run's config: ``config``, or the saved one when resuming (with a new budget ``samples``)."""
+    if resume and run.config_path.exists():
+        saved = json.loads(run.config_path.read_text())
+        config = TrainConfig(**saved["config"])
+        if samples is not None and samples != config.samples:
+            config.samples = saved["config"]["samples"] = int(samples)
+            run.write_config(saved)
+    elif run.checkpoint_path.exists() or run.config_path.exists():
+        raise RunDirError(f"{run.path} already holds a run: pass --resume to continue it, or choose another --out")
+    return config.validate()
 
 
 class _Trainer:
-    def __init__(self, config, run, progress):
-        self.config, self.run_dir, self.progress = config, run, progress
+    def __init__(self, config, run, progress, world):
+        self.config, self.run_dir, self.progress, self.world = config, run, progress, world
         device = torch.device(config.device)
+        if world.size > 1:
+            if config.batch_size % world.size:
+                raise ConfigError(
+                    f"batch_size {config.batch_size} must be a multiple of the {world.size} processes of the job"
+                )
+            if config.method == "mcem":
+                raise ConfigError(
+                    "mcem keeps a persistent sample per training point, which is not sharded across processes: "
+                    "run it in one process (mcem-is, wake-sleep and aevb run under torchrun)"
+                )
+            if device.type == "cuda" and device.index is None:
+                device = torch.device("cuda", world.local_rank)
         self.dataset = load_dataset(config.dataset, config.data_dir, config.binarize, device=device)
         if config.num_train is not None:
             if config.num_train > self.dataset.num_train:
@@ -238,6 +267,10 @@ class _Trainer:
             split: self.dataset.eval_split(split, min(config.eval_train_points, self.num_data) if split == "train" else None)
             for split in ("train", "test")
         }
+        if world.size > 1:
+            rows = config.batch_size // world.size
+            self._rows = slice(world.rank * rows, (world.rank + 1) * rows)
+            self._global_draws = distributed.GlobalDraws(rows, config.batch_size, world.rank * rows)
 
     # -- state -----------------------------------------------------------------------------------
     def _state(self):
@@ -255,7 +288,14 @@ class _Trainer:
         }
 
     def _save(self):
-        atomic_save(self._state(), self.run_dir.checkpoint_path)
+        if self.world.is_main:
+            atomic_save(self._state(), self.run_dir.checkpoint_path)
+
+    def _checkpoint_bytes(self):
+        """About twice a checkpoint's size: the new file is written beside the old one."""
+        params = sum(p.numel() * p.element_size() for p in pyro.get_param_store().values())
+        params += sum(p.numel() * p.element_size() for p in self.vae.parameters())
+        return 2 * (2 * params + 8 * self.num_data) + (1 << 20)
 
     def _restore(self, state):
         self.samples, self.steps, self.seconds = state["samples"], state["steps"], state["seconds"]
@@ -278,21 +318,28 @@ class _Trainer:
         self.vae.eval()
         if self.method.has_encoder:
             for split, x in self.eval_data.items():
-                row[f"{split}_lower_bound"] = lower_bound(
-                    self.vae.model, self.vae.guide, x, seed=config.seed + 1
-                )
+                if self.world.size == 1:
+                    value = lower_bound(self.vae.model, self.vae.guide, x, seed=config.seed + 1)
+                else:
+                    value = distributed.lower_bound(self.world, self.vae.model, self.vae.guide, x, config.seed + 1)
+                row[f"{split}_lower_bound"] = value
         estimator = config.log_marginal or (None if self.method.has_encoder else "hmc")
         if estimator is not None:
             from .marginal import log_marginal_likelihood
 
+            # A trained encoder is the proposal of "is" and starts the chains of "hmc" near the posterior.
+            guide = self.vae.guide if self.method.has_encoder else None
             for split, x in self.eval_data.items():
                 x = x[: config.log_marginal_points]
+                if self.world.size > 1:
+                    row[f"{split}_log_marginal"] = distributed.log_marginal(
+                        self.world, self.vae.model, x, config.seed + 2, estimator, guide, **config.log_marginal_options
+                    )
+                    continue
                 with torch.random.fork_rng(devices=self._cuda()):
                     torch.manual_seed(config.seed + 2)
-                    # A trained encoder is the proposal of "is" and starts the chains of "hmc" near the posterior.
                     log_px = log_marginal_likelihood(
-                        self.vae.model, x, estimator=estimator, guide=self.vae.guide if self.method.has_encoder else None,
-                        **config.log_marginal_options,
+                        self.vae.model, x, estimator=estimator, guide=guide, **config.log_marginal_options,
                     )
                 row[f"{split}_log_marginal"] = float(log_px.mean())
         self.vae.train()
@@ -302,48 +349,74 @@ class _Trainer:
         return [self.dataset.train.device] if self.dataset.train.device.type == "cuda" else []
 
     # -- the loop --------------------------------------------------------------------------------
-    def run(self, resume):
+    def _step(self, interrupted):
+        idx, x = self.sampler.next()
+        start = time.perf_counter()
+        loss = self.method.step(x, idx, self.num_data)
+        self.seconds += time.perf_counter() - start
+        return loss, interrupted.is_set
+
+    def _distributed_step(self, interrupted):
+        """This rank's slice of the global minibatch; the loss and the interruption, agreed by all ranks."""
+        idx, x = self.sampler.next()
+        start = time.perf_counter()
+        with self._global_draws:
+            loss = self.method.step(x[self._rows], idx[self._rows], self.num_data)
+        loss, stop = self.world.sum([loss, float(interrupted.is_set)])
+        self.seconds += time.perf_counter() - start
+        return loss / self.world.size, stop > 0
+
+    def _begin(self, resume):
+        """On rank 0: the checkpoint to resume from (or ``None``), having prepared the run folder."""
         config, run_dir = self.config, self.run_dir
         if resume and run_dir.checkpoint_path.exists():
-            self._restore(load_checkpoint(run_dir.checkpoint_path, map_location=config.device))
-            run_dir.truncate_metrics(self.samples)
-        else:
-            run_dir.write_config({"config": dataclasses.asdict(config), "versions": _versions()})
-            run_dir.start_metrics(METRICS_COLUMNS)
+            state = load_checkpoint(run_dir.checkpoint_path, map_location=config.device if self.world.size == 1 else "cpu")
+            run_dir.truncate_metrics(state["samples"])
+            return state
+        run_dir.check_free_space(self._checkpoint_bytes())
+        run_dir.write_config({"config": dataclasses.asdict(config), "versions": _versions()})
+        run_dir.start_metrics(METRICS_COLUMNS)
+        return None
+
+    def run(self, resume):
+        config, run_dir, world = self.config, self.run_dir, self.world
+        state = world.on_main(lambda: self._begin(resume))
+        if state is not None:
+            self._restore(state)
         pending = [s for s in self.schedule if s > self.samples]
+        step = self._step if world.size == 1 else self._distributed_step
         interrupted = _InterruptFlag()
-        bar = _progress_bar(self.progress, config.samples, self.samples)
+        bar = _progress_bar(self.progress and world.is_main, config.samples, self.samples)
         try:
-            with interrupted:
+            with interrupted, world.reduce_gradients():
                 while self.samples < config.samples:
-                    idx, x = self.sampler.next()
-                    start = time.perf_counter()
-                    loss = self.method.step(x, idx, self.num_data)
-                    self.seconds += time.perf_counter() - start
+                    loss, stop = step(interrupted)
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
-                            f"the loss became {loss} at step {self.steps + 1} ({self.samples + len(x)} samples); "
+                            f"the loss became {loss} at step {self.steps + 1} ({self.samples + config.batch_size} samples); "
                             f"the last good checkpoint in {run_dir.checkpoint_path} is intact. "
                             "Try a smaller --lr."
                         )
-                    self.samples += len(x)
+                    self.samples += config.batch_size
                     self.steps += 1
                     if pending and self.samples >= pending[0]:
                         pending.pop(0)
                         row = self._evaluate()
-                        run_dir.append_metrics(row)
+                        if world.is_main:
+                            run_dir.append_metrics(row)
                         bar.set_postfix_str(_postfix(row), refresh=False)
-                    if self.samples % config.checkpoint_every < len(x) or interrupted.is_set:
+                    if self.samples % config.checkpoint_every < config.batch_size or stop:
                         self._save()
-                    bar.update(len(x))
-                    if interrupted.is_set:
+                    bar.update(config.batch_size)
+                    if stop:
                         raise KeyboardInterrupt(f"interrupted at {self.samples} samples; checkpoint saved")
         finally:
             bar.close()
         self._save()
-        run_dir.plot(self.vae, self.dataset)
+        if world.is_main:
+            run_dir.plot(self.vae, self.dataset)
         self.vae.config = self.config
-        self.vae.metrics = read_metrics(run_dir.metrics_path)
+        self.vae.metrics = world.on_main(lambda: read_metrics(run_dir.metrics_path))
         return self.vae
 
 
