@@ -61,6 +61,10 @@ def _data_dir(variant, request):
     return str(request.getfixturevalue("shared_data")) if VARIANTS[variant][1] == "frey" else None
 
 
+def _cached_load_dataset(name, data_dir=None, binarize=None, download=True, device="cpu"):
+    return _load_dataset(name, data_dir, binarize).to(device)
+
+
 @pytest.fixture(scope="module")
 def api_runs(tmp_path_factory):
     """Run folders trained through :func:`pyro_aevb.train`, one per variant, on first use."""
@@ -69,7 +73,10 @@ def api_runs(tmp_path_factory):
     def get(variant, data_dir):
         if variant not in runs:
             runs[variant] = tmp_path_factory.mktemp(variant) / "run"
-            train(_config(variant, data_dir), runs[variant], progress=False)
+            # Parsing mnist5k costs seconds; the training runs share the test's parsed copy.
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(sys.modules["pyro_aevb.train"], "load_dataset", _cached_load_dataset)
+                train(_config(variant, data_dir), runs[variant], progress=False)
         return runs[variant]
 
     return get
