@@ -74,19 +74,42 @@ def source_role(name, rawtext, text, lineno, inliner, options=None, content=None
     return [nodes.reference(rawtext, "[source]", refuri=uri, classes=["viewcode-link"])], []
 
 
-def resolve_reexport(app, env, node, contnode):
-    """Resolve ``pyro_aevb.load_run`` and the like, re-exported names, to where they are defined."""
+def _lookup(path, module_name=None):
+    """The object that ``path`` names, as Python would see it from ``module_name`` or from the top."""
+    candidates = [path] + ([f"{module_name}.{path}"] if module_name else [])
+    for candidate in candidates:
+        parts = candidate.split(".")
+        for split in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:split]))
+            except ImportError:
+                continue
+            for attr in parts[split:]:
+                obj = getattr(obj, attr, None)
+            if obj is not None:
+                return obj
+    return None
+
+
+def resolve_imported_name(app, env, node, contnode):
+    """
+    Resolve a name that a module imports or re-exports (``pyro_aevb.load_run``, or ``RunDirError`` in
+    a docstring of :mod:`pyro_aevb.rundir`) to the place where the object is defined and documented.
+    """
     target = node.get("reftarget", "")
-    if node.get("refdomain") != "py" or not target.startswith("pyro_aevb.") or target.count(".") != 1:
+    if node.get("refdomain") != "py" or target.startswith(("pyro.", "torch.")):
         return None
-    obj = getattr(pyro_aevb, target.split(".")[1], None)
-    if getattr(obj, "__module__", None) is None or not hasattr(obj, "__qualname__"):
+    obj = _lookup(target, node.get("py:module"))
+    module_name, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not (module_name or "").startswith("pyro_aevb") or qualname is None:
         return None
-    node["reftarget"] = f"{obj.__module__}.{obj.__qualname__}"
+    if f"{module_name}.{qualname}" == target:
+        return None  # already the defining path: truly missing from the docs
+    node["reftarget"] = f"{module_name}.{qualname}"
     domain = env.get_domain("py")
     return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], node["reftarget"], node, contnode)
 
 
 def setup(app):
     app.add_role("source", source_role)
-    app.connect("missing-reference", resolve_reexport)
+    app.connect("missing-reference", resolve_imported_name)
