@@ -266,13 +266,15 @@ class GlobalDraws(TorchFunctionMode):
         return self._take(func(*tiled, **kwargs), dim, blocks)
 
     def _batch_dim(self, shape):
-        for dim, size in enumerate(shape):
-            if size == self.rows:
+        # Pyro's batch dimensions sit left of the event's: look at dim -2 first, then leftwards, then -1.
+        order = [*range(len(shape) - 2, -1, -1), len(shape) - 1] if shape else []
+        for dim in order:
+            if shape[dim] == self.rows:
                 return dim, 1
         if self.rows > 1:
-            for dim, size in enumerate(shape):
-                if size > 0 and size % self.rows == 0:
-                    return dim, size // self.rows
+            for dim in order:
+                if shape[dim] > 0 and shape[dim] % self.rows == 0:
+                    return dim, shape[dim] // self.rows
         return None
 
     def _take(self, full, dim, blocks):

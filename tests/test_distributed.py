@@ -1,0 +1,122 @@
+"""Data-parallel training under torchrun: a job of two CPU processes computes what one process computes."""
+
+import os
+import subprocess
+import sys
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_aevb import ConfigError, TrainConfig, load_run
+from pyro_aevb.distributed import GlobalDraws, World
+from pyro_aevb.rundir import RunDir, read_metrics
+from pyro_aevb.train import _Trainer
+
+TINY = ["--dataset", "mnist5k", "--latent-dim", 2, "--hidden", 20, "--eval-points", 3,
+        "--eval-train-points", 200, "--checkpoint-every", 500, "--no-progress"]
+
+# Float32 sums split over two ranks and averaged in another order: the bounds (hundreds of nats)
+# agree to about 1e-7 relative per step; 1e-5 leaves room for 20 steps of Adagrad.
+RTOL = 1e-5
+
+
+def torchrun(*args, nproc=2):
+    """The command line of ``torchrun --standalone`` (a free port, so jobs run side by side) training ``args``."""
+    return [os.path.join(os.path.dirname(sys.executable), "torchrun"), f"--nproc_per_node={nproc}", "--standalone",
+            "-m", "pyro_aevb", "train", *map(str, args)]
+
+
+def run(command, timeout=240):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def single(*args):
+    return [sys.executable, "-m", "pyro_aevb", "train", *map(str, args)]
+
+
+def assert_same_run(out, reference, rtol=RTOL):
+    """Same metrics (but the timings) and the same final parameters, within ``rtol``."""
+    rows, expected = read_metrics(out / "metrics.csv"), read_metrics(reference / "metrics.csv")
+    assert [r["samples"] for r in rows] == [r["samples"] for r in expected], "evaluated at other sample counts"
+    for row, want in zip(rows, expected):
+        for key, value in want.items():
+            if key != "seconds" and value is not None:
+                assert row[key] == pytest.approx(value, rel=rtol), f"{key} at {want['samples']:.0f} samples"
+    params = load_run(out).state_dict()
+    for name, value in load_run(reference).state_dict().items():
+        torch.testing.assert_close(params[name], value, rtol=1e-4, atol=1e-5, msg=f"parameter {name} differs")
+
+
+# -- the random draws of the global minibatch -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "draw, shape",
+    [
+        (lambda loc: dist.Normal(loc, 1.0).rsample(), (6, 7)),
+        (lambda loc: dist.Normal(loc, 1.0).rsample((4,)), (6, 7)),  # particles, L = 4 rows on one rank [L, M, Nz]
+        (lambda loc: dist.Normal(loc.repeat(3, 1), 1.0).rsample(), (6, 7)),  # rows repeated, as wake-sleep's L
+        (lambda p: dist.Bernoulli(probs=p.sigmoid()).sample(), (6, 5)),
+        (lambda loc: torch.randn_like(loc) + torch.rand_like(loc), (6, 7)),
+    ],
+    ids=["rsample", "particles", "repeated-rows", "bernoulli", "like"],
+)
+def test_ranks_draw_the_rows_one_process_draws(draw, shape):
+    """Each rank's draws under GlobalDraws are its rows of the single-process draw, from the same seed."""
+    params = torch.randn(shape)
+    torch.manual_seed(1)
+    whole = draw(params)
+    blocks = whole.shape[-2] // shape[0] if whole.dim() == 2 else 1
+    for start, stop in [(0, 2), (2, 6)]:  # uneven shares, as evaluation has them
+        torch.manual_seed(1)
+        with GlobalDraws(stop - start, shape[0], start):
+            part = draw(params[start:stop])
+        expected = whole.unflatten(-2, (blocks, shape[0]))[..., start:stop, :].flatten(-3, -2) if blocks > 1 \
+            else whole[..., start:stop, :]
+        torch.testing.assert_close(part, expected, rtol=0, atol=0, msg=f"rows {start}:{stop}")
+
+
+def test_draws_of_other_shapes_are_left_alone():
+    torch.manual_seed(2)
+    whole = torch.randn(7)
+    torch.manual_seed(2)
+    with GlobalDraws(3, 6, 3):
+        assert torch.equal(torch.randn(7), whole)
+
+
+# -- settings a job refuses --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [(dict(batch_size=99), "multiple of the 2 processes"), (dict(method="mcem"), "not sharded")],
+    ids=["batch-size", "mcem"],
+)
+def test_a_job_refuses_what_it_cannot_shard(options, message, tmp_path):
+    config = TrainConfig(dataset="mnist5k", latent_dim=2, hidden=20, samples=200, **options)
+    with pytest.raises(ConfigError, match=message):
+        _Trainer(config.validate(), RunDir(tmp_path), False, World(rank=0, size=2))
+
+
+# -- two processes against one ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--samples", 2000, "--log-marginal", "is", "--log-marginal-points", 50,
+         "--log-marginal-option", "num_samples=20"],
+        ["--samples", 1000, "--method", "wake-sleep"],
+    ],
+    ids=["aevb+is", "wake-sleep"],
+)
+def test_two_processes_equal_one(args, tmp_path):
+    one = run(single(*TINY, *args, "--out", tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    two = run(torchrun(*TINY, *args, "--out", tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_same_run(tmp_path / "two", tmp_path / "one")
+    written = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert not [n for n in written if n.endswith(".tmp")], f"temporary files left: {written}"
