@@ -41,39 +41,6 @@ html_theme = "alabaster"
 html_title = f"pyro-aevb {release}"
 
 
-def _resolve(path):
-    """``(module name, qualified name)`` of a dotted path such as ``pyro_aevb.vae.VAE.guide``."""
-    parts = path.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        module_name, qualname = ".".join(parts[:split]), ".".join(parts[split:])
-        try:
-            obj = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        for attr in qualname.split("."):
-            obj = getattr(obj, attr, None)
-        if obj is not None:
-            return module_name, qualname
-    raise ValueError(f"no such object: {path}")
-
-
-def source_role(name, rawtext, text, lineno, inliner, options=None, content=None):
-    """
-    ``{source}`pyro_aevb.vae.VAE.guide``: a link to the line of the source, on the page that
-    ``sphinx.ext.viewcode`` writes, where the object is defined. An object that does not exist is an
-    error, so the equation table of the tutorial cannot point at code that is gone.
-    """
-    try:
-        module_name, qualname = _resolve(text)
-    except ValueError as e:
-        msg = inliner.reporter.error(str(e), line=lineno)
-        return [inliner.problematic(rawtext, rawtext, msg)], [msg]
-    docname = inliner.document.settings.env.docname
-    prefix = "../" * docname.count("/")
-    uri = f"{prefix}_modules/{module_name.replace('.', '/')}.html#{qualname}"
-    return [nodes.reference(rawtext, "[source]", refuri=uri, classes=["viewcode-link"])], []
-
-
 def _lookup(path, module_name=None):
     """The object that ``path`` names, as Python would see it from ``module_name`` or from the top."""
     candidates = [path] + ([f"{module_name}.{path}"] if module_name else [])
@@ -89,6 +56,23 @@ def _lookup(path, module_name=None):
             if obj is not None:
                 return obj
     return None
+
+
+def source_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    """
+    ``{source}`pyro_aevb.vae.VAE.guide``: a link to the line of the source, on the page that
+    ``sphinx.ext.viewcode`` writes, where the object is defined. An object that does not exist is an
+    error, so the equation table of the tutorial cannot point at code that is gone.
+    """
+    obj = _lookup(text)
+    module_name, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if module_name is None or qualname is None:
+        msg = inliner.reporter.error(f"no such function or class: {text}", line=lineno)
+        return [inliner.problematic(rawtext, rawtext, msg)], [msg]
+    docname = inliner.document.settings.env.docname
+    prefix = "../" * docname.count("/")
+    uri = f"{prefix}_modules/{module_name.replace('.', '/')}.html#{qualname}"
+    return [nodes.reference(rawtext, "[source]", refuri=uri, classes=["viewcode-link"])], []
 
 
 def resolve_imported_name(app, env, node, contnode):
