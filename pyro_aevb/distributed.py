@@ -219,7 +219,9 @@ class GlobalDraws(TorchFunctionMode):
     Inside the context, a random draw (``normal_``, ``uniform_``, ``bernoulli``, ``normal``,
     ``rand_like``, ``randn_like``, the gamma and Dirichlet samplers, ...) whose shape has a dimension
     of ``rows`` (this rank's rows), or of ``q * rows`` (rows repeated ``q`` times, block after block,
-    as :meth:`torch.Tensor.repeat` lays out particles), is drawn with that dimension ``total``
+    as :meth:`torch.Tensor.repeat` lays out particles; dimension -2, where Pyro puts the data plate
+    of a draw with a vector event, is looked at first, then those left of it, then the last), is
+    drawn with that dimension ``total``
     (respectively ``q * total``) long, its tensor parameters tiled to that size, and the rows
     ``offset:offset + rows`` of each block are returned. Every rank draws the same global tensor
     from the same random stream; a single process would draw exactly that tensor, so the ranks'

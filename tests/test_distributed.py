@@ -106,7 +106,7 @@ def test_a_job_refuses_what_it_cannot_shard(options, message, tmp_path):
 @pytest.mark.parametrize(
     "args",
     [
-        ["--samples", 2000, "--log-marginal", "is", "--log-marginal-points", 50,
+        ["--samples", 1000, "--log-marginal", "is", "--log-marginal-points", 50,
          "--log-marginal-option", "num_samples=20"],
         ["--samples", 1000, "--method", "wake-sleep"],
     ],
