@@ -292,9 +292,11 @@ class _Trainer:
             atomic_save(self._state(), self.run_dir.checkpoint_path)
 
     def _checkpoint_bytes(self):
-        """About twice a checkpoint's size: the new file is written beside the old one."""
-        params = sum(p.numel() * p.element_size() for p in pyro.get_param_store().values())
-        params += sum(p.numel() * p.element_size() for p in self.vae.parameters())
+        """
+        Twice a checkpoint's size, which is about the parameters, Adagrad's accumulators and the sampler's
+        permutation: a new checkpoint is written beside the old one. One MiB more for metrics and plots.
+        """
+        params = sum(p.numel() * p.element_size() for p in self.vae.parameters())
         return 2 * (2 * params + 8 * self.num_data) + (1 << 20)
 
     def _restore(self, state):
