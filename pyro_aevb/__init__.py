@@ -15,23 +15,28 @@ from .mcem import MCEM, ImportanceMCEM
 from .nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, init_normal_
 from .train import METHODS, TrainConfig, load_run, train
 from .vae import VAE, data_plate
+from .variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
 from .wake_sleep import WakeSleep
 
 __all__ = [
     "AEVB",
     "BernoulliMLPDecoder",
     "ConfigError",
+    "ContinuousBernoulliVAE",
     "DATASETS",
     "DataError",
     "Dataset",
     "GaussianMLPDecoder",
     "GaussianMLPEncoder",
     "ImportanceMCEM",
+    "LaplacePriorVAE",
     "MCEM",
     "METHODS",
     "MinibatchSampler",
+    "MixturePriorVAE",
     "PAPER_STEP_SIZES",
     "RunDirError",
+    "StudentTVAE",
     "TrainConfig",
     "TrainingDiverged",
     "UserError",

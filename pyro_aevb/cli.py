@@ -82,6 +82,8 @@ def _add_train(sub):
     a("--model-class", help=f"module:Class of the model, a pyro_aevb.VAE subclass [{d.model_class}]")
     a("--log-marginal", choices=["is", "hmc"], help="also estimate log p(x) at each evaluation with this estimator")
     a("--log-marginal-points", type=int, help=f"datapoints per split for --log-marginal [{d.log_marginal_points}]")
+    a("--model-option", type=_option, action="append", dest="model_options", metavar="KEY=VALUE",
+      help="a constructor argument of --model-class, e.g. num_components=20 (repeatable)")
     a("--method-option", type=_option, action="append", dest="method_options", metavar="KEY=VALUE",
       help="an option of the method, e.g. num_proposals=20 for mcem-is, num_steps=10 for mcem (repeatable)")
     a("--log-marginal-option", type=_option, action="append", dest="log_marginal_options", metavar="KEY=VALUE",
@@ -100,12 +102,12 @@ def _train(args):
         for f in dataclasses.fields(TrainConfig)
         if getattr(args, f.name, None) is not None
     }
-    for name in ("method_options", "log_marginal_options"):
+    for name in ("model_options", "method_options", "log_marginal_options"):
         if name in given:
             given[name] = dict(given[name])
     if args.resume and (args.out / "config.json").exists():
         saved = json.loads((args.out / "config.json").read_text())["config"]
-        clash = {k: (v, saved[k]) for k, v in given.items() if k != "samples" and saved.get(k) != v}
+        clash = {k: (v, saved.get(k)) for k, v in given.items() if k != "samples" and not _agrees(v, saved.get(k))}
         if clash:
             raise ConfigError(
                 "--resume continues a run with its own settings; these differ: "
@@ -192,6 +194,13 @@ def _reproduce(args):
               data_dir=args.data_dir, num_train=tuple(args.num_train), log_marginal_points=args.log_marginal_points,
               eval_points=args.eval_points, lr=args.lr)
     return 0
+
+
+def _agrees(given, saved):
+    """A setting given again on --resume agrees with the run's (dicts: the given entries, as the run filled in others)."""
+    if isinstance(given, dict) and isinstance(saved, dict):
+        return all(saved.get(k) == v for k, v in given.items())
+    return given == saved
 
 
 def build_parser():

