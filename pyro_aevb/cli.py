@@ -9,6 +9,7 @@ a diverged run exits with 1; an interrupted one saves its checkpoint and exits w
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -115,7 +116,8 @@ def _train(args):
             )
     train(TrainConfig(**given), args.out, resume=args.resume, progress=not args.no_progress,
           samples=given.get("samples"))
-    print(f"run written to {args.out}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the job, not one per process
+        print(f"run written to {args.out}")
     return 0
 
 
