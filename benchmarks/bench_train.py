@@ -1,0 +1,362 @@
+"""
+Training throughput of AEVB (Algorithm 1 of [1]) on the paper's two models, against a plain PyTorch
+loop and against Pyro's idiomatic VAE pattern, in samples per second.
+
+Contenders (all train the same nets, from the same initial parameters, on the same objective: the
+N/M-scaled negative bound plus the weight decay of the N(0, I/λ) prior on the parameters, with
+Adagrad at the same step size):
+
+- ``aevb`` / ``aevb-mc``: this project's methods (estimator B, Eq. (10) / estimator A, Eq. (7)),
+  built by :data:`pyro_aevb.train.METHODS` from a :class:`~pyro_aevb.train.TrainConfig` and fed by a
+  :class:`~pyro_aevb.data.MinibatchSampler`: the code ``pyro-aevb train`` runs, without evaluation.
+- ``plain-B`` / ``plain-A``: a hand-written PyTorch loop over the same nets and sampler, the bound
+  written out with tensor operations, one ``torch.optim.Adagrad(fused=True)``.
+- ``pyro-B`` / ``pyro-A``: the pattern of Pyro's VAE example: ``SVI`` with ``TraceMeanField_ELBO`` /
+  ``Trace_ELBO``, ``pyro.optim.Adagrad`` (one optimizer per parameter), batches from a shuffling
+  ``torch.utils.data.DataLoader``, Pyro's validation left on (its default).
+- on request (``--contenders``): ``aevb-svi`` / ``aevb-mc-svi`` (AEVB with ``fast_path=False``, the
+  path of a swapped prior) and ``plain-B-default`` / ``plain-A-default`` (``torch.optim.Adagrad``
+  with PyTorch's default implementation, a per-tensor loop on the CPU).
+
+The contenders take turns: each round runs ``--steps`` steps of each, and the table reports the
+median samples/s over ``--rounds`` rounds (the range in brackets) and its ratio to the plain loop with
+the same estimator. Each contender keeps its own Pyro param store and random stream across turns, so
+``aevb`` and ``plain-B`` draw the same minibatches and the same noise: their test-set bounds after
+training (the last column, in nats, estimator B on ``--eval-points`` test digits) agree to rounding.
+Pyro's pattern shuffles with its own loader, so its bound agrees within sampling noise.
+
+``--samples 1e6`` instead times ``pyro-aevb train`` on MNIST end to end, in a subprocess, and
+reports the ``seconds`` of its ``metrics.csv`` (training steps only) and the whole command's time.
+
+Examples::
+
+    python benchmarks/bench_train.py --rounds 7 --steps 50 --out bench.json
+    python benchmarks/bench_train.py --samples 1e6
+
+[1] Auto-Encoding Variational Bayes, Kingma & Welling (2013)
+"""
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyro
+import pyro.optim
+import torch
+import torch.nn.functional as F
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from torch.utils.data import DataLoader, TensorDataset
+
+from pyro_aevb.data import MinibatchSampler, load_dataset
+from pyro_aevb.evaluate import lower_bound
+from pyro_aevb.train import METHODS, TrainConfig, build_model
+
+#: The paper's two models: data set and latent dimension (hidden units: the paper's, per data set).
+MODELS = {"mnist": 20, "frey": 10}
+#: name -> (kind, estimator, options)
+CONTENDERS = {
+    "aevb": ("aevb", "B", {}),
+    "aevb-mc": ("aevb", "A", {}),
+    "plain-B": ("plain", "B", {"fused": True}),
+    "plain-A": ("plain", "A", {"fused": True}),
+    "pyro-B": ("pyro", "B", {}),
+    "pyro-A": ("pyro", "A", {}),
+    "aevb-svi": ("aevb", "B", {"fast_path": False}),
+    "aevb-mc-svi": ("aevb", "A", {"fast_path": False}),
+    "plain-B-default": ("plain", "B", {}),
+    "plain-A-default": ("plain", "A", {}),
+}
+DEFAULT_CONTENDERS = ("aevb", "aevb-mc", "plain-B", "plain-A", "pyro-B", "pyro-A")
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _default_data_dir():
+    return os.environ.get("PYRO_AEVB_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+# -- the plain PyTorch loop ------------------------------------------------------------------------
+def plain_loss(vae, x, num_data, estimator):
+    """The negative bound of Eq. (10) (``"B"``) or Eq. (7) (``"A"``) written out in tensor operations."""
+    z_loc, z_scale = vae.encoder(x)
+    z = z_loc + z_scale * torch.randn_like(z_loc)
+    if vae.likelihood == "bernoulli":
+        log_px = -F.binary_cross_entropy_with_logits(vae.decoder(z), x, reduction="none").sum(-1)
+    else:
+        x_loc, x_scale = vae.decoder(z)
+        log_px = (-0.5 * ((x - x_loc) / x_scale) ** 2 - x_scale.log() - _HALF_LOG_2PI).sum(-1)
+    if estimator == "B":  # -KL(q(z|x) || N(0, I)) in closed form
+        neg_kl = 0.5 * (1 + 2 * z_scale.log() - z_loc**2 - z_scale**2).sum(-1)
+    else:  # log p(z) - log q(z|x) at the drawn z (the constants cancel)
+        neg_kl = (-0.5 * z**2 + 0.5 * ((z - z_loc) / z_scale) ** 2 + z_scale.log()).sum(-1)
+    return -(num_data / x.shape[0]) * (log_px + neg_kl).sum()
+
+
+# -- contenders ------------------------------------------------------------------------------------
+class Contender:
+    """One way of training, with its own param store and random stream, stepped in turns."""
+
+    def __init__(self, name, what, estimator, vae, step, device):
+        self.name, self.what, self.estimator, self.vae, self._step = name, what, estimator, vae, step
+        self.device = device
+        self.samples_per_s, self.samples_per_cpu_s = [], []
+        self._store = {"params": {}, "constraints": {}}  # filled in by ParamStoreDict.scope
+        self._rng = _get_rng(device)
+
+    @contextlib.contextmanager
+    def active(self):
+        with pyro.get_param_store().scope(self._store):
+            _set_rng(self.device, self._rng)
+            yield
+            self._rng = _get_rng(self.device)
+
+    def run(self, steps, timed=True):
+        with self.active():
+            _sync(self.device)
+            start, start_cpu, samples = time.perf_counter(), time.process_time(), 0
+            for _ in range(steps):
+                samples += self._step()
+            _sync(self.device)
+            if timed:
+                self.samples_per_s.append(samples / (time.perf_counter() - start))
+                self.samples_per_cpu_s.append(samples / (time.process_time() - start_cpu))
+
+    def test_bound(self, x, seed):
+        with self.active():
+            return lower_bound(self.vae.model, self.vae.guide, x, seed=seed)
+
+
+def _get_rng(device):
+    return (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng(device, state):
+    torch.set_rng_state(state[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_contender(name, dataset, config, device):
+    """Build contender ``name`` for ``dataset`` at the settings of ``config``, from seed ``config.seed``."""
+    kind, estimator, options = CONTENDERS[name]
+    num_data = dataset.num_train
+    pyro.clear_param_store()
+    pyro.set_rng_seed(config.seed)
+    config = dataclasses.replace(config, method="aevb" if estimator == "B" else "aevb-mc")
+    config.model_options = {"likelihood": dataset.likelihood}
+    vae = build_model(config, dataset.x_dim).to(device)  # as pyro-aevb train builds it
+    sampler = MinibatchSampler(
+        dataset.train, config.batch_size, config.seed, dynamic_binarize=dataset.binarize == "dynamic"
+    )
+
+    if kind == "aevb":
+        config.method_options = options
+        method = METHODS[config.method](vae, config)
+
+        def step():
+            idx, x = sampler.next()
+            method.step(x, idx, num_data)
+            return len(x)
+
+        what = f"pyro-aevb train --method {config.method}" + (" (fast_path=False: SVI every step)" if options else "")
+    elif kind == "plain":
+        optimizer = torch.optim.Adagrad(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay, **options)
+
+        def step():
+            _, x = sampler.next()
+            loss = plain_loss(vae, x, num_data, estimator)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()
+            return len(x)
+
+        what = "PyTorch loop, torch.optim.Adagrad(" + ("fused=True)" if options else "defaults)")
+    else:
+        elbo = TraceMeanField_ELBO() if estimator == "B" else Trace_ELBO()
+        svi = SVI(vae.model, vae.guide, pyro.optim.Adagrad({"lr": config.lr, "weight_decay": config.weight_decay}), elbo)
+        loader = DataLoader(
+            TensorDataset(dataset.train.cpu()), batch_size=config.batch_size, shuffle=True,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        batches = iter(())
+
+        def step():
+            nonlocal batches
+            batch = next(batches, None)
+            if batch is None:
+                batches = iter(loader)
+                batch = next(batches)
+            x = batch[0].to(device)
+            if dataset.binarize == "dynamic":
+                x = torch.bernoulli(x)
+            svi.step(x, num_data)
+            return len(x)
+
+        what = f"SVI + {type(elbo).__name__}, pyro.optim.Adagrad, DataLoader"
+    return Contender(name, what, estimator, vae, step, device)
+
+
+# -- reports ---------------------------------------------------------------------------------------
+def machine_info(device):
+    model_name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model_name = line.split(":", 1)[1].strip()
+    info = {
+        "cpu": model_name,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _load():
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def markdown_table(results):
+    lines = [
+        "| model | contender | what | samples/s, median [range] | vs plain loop | samples per CPU-second (ratio) | test bound (nats) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for model, rows in results.items():
+        plain = {row["estimator"]: row for row in rows if row["name"] in ("plain-B", "plain-A")}
+        for row in rows:
+            base = plain.get(row["estimator"])
+            ratio = f"{row['median'] / base['median']:.2f}x" if base else ""
+            cpu_ratio = f" ({row['median_cpu'] / base['median_cpu']:.2f}x)" if base else ""
+            lines.append(
+                f"| {model} | {row['name']} | {row['what']} | {row['median']:,.0f} [{row['min']:,.0f}–{row['max']:,.0f}] "
+                f"| {ratio} | {row['median_cpu']:,.0f}{cpu_ratio} | {row['test_bound']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+# -- the two modes ---------------------------------------------------------------------------------
+def compare(args, device):
+    results, load = {}, {"start": _load()}
+    for model in args.models:
+        dataset = load_dataset(model, args.data_dir, device=device, download=False)
+        config = TrainConfig(dataset=model, latent_dim=MODELS[model], seed=args.seed, device=str(device))
+        contenders = [make_contender(name, dataset, config, device) for name in args.contenders]
+        for c in contenders:  # warm-up, untimed: AEVB's first step is SVI's (with validation)
+            c.run(args.warmup_steps, timed=False)
+        for r in range(args.rounds):
+            for c in contenders:
+                c.run(args.steps)
+            print(f"{model} round {r + 1}/{args.rounds}: " + ", ".join(f"{c.name} {c.samples_per_s[-1]:,.0f}" for c in contenders), file=sys.stderr)
+        x_test = dataset.eval_split("test", min(args.eval_points, dataset.test.shape[0]))
+        results[model] = [
+            {
+                "name": c.name, "what": c.what, "estimator": c.estimator,
+                "median": statistics.median(c.samples_per_s), "min": min(c.samples_per_s), "max": max(c.samples_per_s),
+                "median_cpu": statistics.median(c.samples_per_cpu_s),
+                "samples_per_s": c.samples_per_s, "samples_per_cpu_s": c.samples_per_cpu_s, "test_bound": c.test_bound(x_test, args.seed + 1),
+            }
+            for c in contenders
+        ]
+    load["end"] = _load()
+    return {"results": results, "load_average": load}
+
+
+def time_train(args, device):
+    """One ``pyro-aevb train`` run per method on MNIST, in a subprocess; steps-only and total seconds."""
+    env = dict(os.environ)
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    runs = []
+    for method in args.methods:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "run"
+            command = [
+                sys.executable, "-m", "pyro_aevb", "train", "--dataset", "mnist", "--latent-dim", "20",
+                "--method", method, "--samples", str(args.samples), "--eval-points", "2", "--no-progress",
+                "--data-dir", str(args.data_dir), "--device", str(device), "--seed", str(args.seed), "--out", str(out),
+            ]
+            load_before = _load()
+            start = time.perf_counter()
+            subprocess.run(command, check=True, env=env)
+            total = time.perf_counter() - start
+            with open(out / "metrics.csv", newline="") as f:
+                last = list(csv.DictReader(f))[-1]
+        seconds = float(last["seconds"])
+        runs.append({
+            "method": method, "samples": int(last["samples"]), "step_seconds": seconds,
+            "samples_per_s": int(last["samples"]) / seconds, "total_seconds": total,
+            "test_bound": float(last["test_lower_bound"]), "load_average": {"start": load_before, "end": _load()},
+            "command": " ".join(command[1:]),
+        })
+        print(f"{method}: {runs[-1]['samples']:,} samples, {seconds:.1f} s of steps, {total:.1f} s in all", file=sys.stderr)
+    lines = ["| method | samples | steps, seconds | samples/s | whole command, seconds | test bound (nats) |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        lines.append(
+            f"| {r['method']} | {r['samples']:,} | {r['step_seconds']:.1f} | {r['samples_per_s']:,.0f} "
+            f"| {r['total_seconds']:.1f} | {r['test_bound']:.2f} |"
+        )
+    return {"train_runs": runs}, "\n".join(lines)
+
+
+def main(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    info = machine_info(device)
+    print(f"machine: {info}", file=sys.stderr)
+    if args.samples:
+        report, table = time_train(args, device)
+    else:
+        report = compare(args, device)
+        table = markdown_table(report["results"])
+    report.update(machine=info, arguments={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
+    print(table)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _count(text):
+    value = float(text)
+    if value != int(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return int(value)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(DEFAULT_CONTENDERS))
+    parser.add_argument("--rounds", type=int, default=7, help="turns of every contender [7]")
+    parser.add_argument("--steps", type=int, default=50, help="minibatches per contender per round [50]")
+    parser.add_argument("--warmup-steps", type=int, default=5, help="untimed minibatches per contender first [5]")
+    parser.add_argument("--eval-points", type=int, default=1000, help="test points for the final bound (at most the test set) [1000]")
+    parser.add_argument("--samples", type=_count, help="instead: time `pyro-aevb train` on MNIST for this many samples, e.g. 1e6")
+    parser.add_argument("--methods", nargs="+", choices=["aevb", "aevb-mc"], default=["aevb"], help="with --samples [aevb]")
+    parser.add_argument("--data-dir", type=Path, default=Path(_default_data_dir()), help="[$PYRO_AEVB_DATA or ../shared/data]")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch threads [PyTorch's default: one per core]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="also write the results as JSON here")
+    main(parser.parse_args())
