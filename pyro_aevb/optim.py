@@ -33,7 +33,7 @@ _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class FusedAdagrad(PyroOptim):
-    """
+    r"""
     One :class:`torch.optim.Adagrad` over every parameter that :class:`~pyro.infer.SVI` hands it, with
     the interface of :class:`~pyro.optim.PyroOptim`: ``__call__(params)``, :meth:`get_state` and
     :meth:`set_state`.
@@ -46,20 +46,32 @@ class FusedAdagrad(PyroOptim):
         ``weight_decay``, ``lr_decay``, ``eps``, ``initial_accumulator_value``.
     :param str implementation: ``"fused"`` (PyTorch's one-pass kernel, on CPU and CUDA; parameters on
         other devices use ``"foreach"``) or ``"foreach"``.
+    :param int flush_subnormals_every: every this many steps (counted by the first parameter's step
+        count, which checkpoints keep), set to zero the CPU parameters smaller in magnitude than the
+        smallest normal number of their type (:math:`1.2 \cdot 10^{-38}` in float32); ``None``: never.
+
+    .. note:: Why flush: the weight decay shrinks the weights that no data moves (those of MNIST's
+        always-blank border pixels) geometrically towards zero, into the subnormal range, where x86
+        CPUs compute through a slow microcode path; with a few ten thousand such weights the update
+        costs several times more than with none (measured in ``docs/performance.md``). A weight below
+        :math:`10^{-38}` contributes nothing to the bound, and zero is where the decay takes it.
 
     .. note:: The step size and the other settings are this object's: a state loaded with
         :meth:`set_state` brings each parameter's accumulated squared gradients and step count, not the
         settings it was saved with (a resumed run may change ``lr``).
     """
 
-    def __init__(self, optim_args, implementation="fused"):
+    def __init__(self, optim_args, implementation="fused", flush_subnormals_every=64):
         if implementation not in ("fused", "foreach"):
             raise ValueError(f"implementation must be 'fused' or 'foreach', got {implementation!r}")
+        if flush_subnormals_every is not None and (int(flush_subnormals_every) != flush_subnormals_every or flush_subnormals_every < 1):
+            raise ValueError(f"flush_subnormals_every must be a positive integer or None, got {flush_subnormals_every}")
         unknown = set(optim_args) - set(_ADAGRAD_ARGS)
         if unknown:
             raise ValueError(f"FusedAdagrad takes {_ADAGRAD_ARGS}, got {sorted(unknown)}")
         super().__init__(torch.optim.Adagrad, dict(optim_args))
         self.implementation = implementation
+        self.flush_subnormals_every = flush_subnormals_every
         self.optimizer = None  # created with the first parameters
         self._params = []  # in the order they joined
         self._known = set()
@@ -82,6 +94,16 @@ class FusedAdagrad(PyroOptim):
         self.optimizer.step()
         for p, grad in hidden:
             p.grad = grad
+        if self.flush_subnormals_every is not None:
+            state = self.optimizer.state.get(self._params[0])
+            if state and int(state["step"]) % self.flush_subnormals_every == 0:
+                self._flush_subnormals()
+
+    @torch.no_grad()
+    def _flush_subnormals(self):
+        for p in self._params:
+            if p.device.type == "cpu" and p.is_floating_point():
+                p.masked_fill_(p.abs() < torch.finfo(p.dtype).tiny, 0.0)
 
     def _add(self, new):
         store = pyro.get_param_store()

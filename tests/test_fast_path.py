@@ -266,3 +266,16 @@ def test_first_step_validates_the_model():
     method = AEVB(_vae(WrongSupport), "B", LR, 1, WEIGHT_DECAY)
     with pytest.raises(ValueError):
         method.step(_data(), None, NUM_DATA)
+
+
+def test_fused_adagrad_flushes_subnormal_parameters_on_schedule():
+    """Every K steps (by the parameters' own step count), values below the smallest normal float become zero."""
+    tiny = torch.finfo(torch.float32).tiny
+    w = pyro.param("w", torch.tensor([1e-40, -1e-41, 0.5, tiny]))
+    optim = FusedAdagrad({"lr": 1e-3}, flush_subnormals_every=2)
+    for step in (1, 2):
+        w.grad = torch.zeros(4)  # a zero gradient and no weight decay: Adagrad leaves w as it is
+        optim([w])
+        if step == 1:
+            assert w[0] != 0 and w[1] != 0, "flushed before the K-th step"
+    assert torch.equal(w.detach(), torch.tensor([0.0, 0.0, 0.5, tiny])), f"after K steps: {w.detach().tolist()}"
