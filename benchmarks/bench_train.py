@@ -15,8 +15,10 @@ Adagrad at the same step size):
   ``Trace_ELBO``, ``pyro.optim.Adagrad`` (one optimizer per parameter), batches from a shuffling
   ``torch.utils.data.DataLoader``, Pyro's validation left on (its default).
 - on request (``--contenders``): ``aevb-svi`` / ``aevb-mc-svi`` (AEVB with ``fast_path=False``, the
-  path of a swapped prior) and ``plain-B-default`` / ``plain-A-default`` (``torch.optim.Adagrad``
-  with PyTorch's default implementation, a per-tensor loop on the CPU).
+  path of a swapped prior), ``aevb-noflush`` / ``aevb-mc-noflush`` (AEVB without
+  :class:`~pyro_aevb.optim.FusedAdagrad`'s flush of subnormal weights, which the plain loop does not
+  do either) and ``plain-B-default`` / ``plain-A-default`` (``torch.optim.Adagrad`` with PyTorch's
+  default implementation, a per-tensor loop on the CPU).
 
 The contenders take turns: each round runs ``--steps`` steps of each (in reverse order every other
 round), and the table reports the median samples/s over ``--rounds`` rounds (the range in brackets)
@@ -77,6 +79,8 @@ CONTENDERS = {
     "pyro-A": ("pyro", "A", {}),
     "aevb-svi": ("aevb", "B", {"fast_path": False}),
     "aevb-mc-svi": ("aevb", "A", {"fast_path": False}),
+    "aevb-noflush": ("aevb", "B", {"flush": False}),
+    "aevb-mc-noflush": ("aevb", "A", {"flush": False}),
     "plain-B-default": ("plain", "B", {}),
     "plain-A-default": ("plain", "A", {}),
 }
@@ -168,15 +172,19 @@ def make_contender(name, dataset, config, device):
     )
 
     if kind == "aevb":
-        config.method_options = options
+        config.method_options = {k: v for k, v in options.items() if k != "flush"}
         method = METHODS[config.method](vae, config)
+        if options.get("flush") is False:  # an ablation: subnormal weights left in place
+            method.optim.flush_subnormals_every = None
 
         def step():
             idx, x = sampler.next()
             method.step(x, idx, num_data)
             return len(x)
 
-        what = f"pyro-aevb train --method {config.method}" + (" (fast_path=False: SVI every step)" if options else "")
+        what = f"pyro-aevb train --method {config.method}" + {
+            "fast_path": " (fast_path=False: SVI every step)", "flush": " (subnormal weights not flushed)"
+        }.get(next(iter(options), None), "")
     elif kind == "plain":
         optimizer = torch.optim.Adagrad(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay, **options)
 
