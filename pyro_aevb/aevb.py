@@ -5,17 +5,19 @@ Each step draws a minibatch :math:`X^M` (the caller does), draws :math:`\epsilon
 the guide's reparameterised ``"z"`` site, and ascends the gradient of the SGVB estimator
 :math:`\widetilde{\mathcal{L}}^M(\theta, \phi; X^M, \epsilon)` with Adagrad:
 
-- ``estimator="B"`` (method ``aevb``, the default): Eq. (10), the KL term in closed form
+- ``estimator="B"`` (method ``aevb``, the default): Eq. (7), the KL term in closed form (Eq. (10)
+  for the Gaussian case)
   (:class:`~pyro.infer.TraceMeanField_ELBO`; for a prior without a closed-form KL it falls back to
   the Monte Carlo term of estimator A, site by site);
-- ``estimator="A"`` (method ``aevb-mc``): Eq. (7), everything by Monte Carlo
+- ``estimator="A"`` (method ``aevb-mc``): Eq. (6), everything by Monte Carlo
   (:class:`~pyro.infer.Trace_ELBO`).
 
 The minibatch scale :math:`N/M` comes from the model's plate (:func:`pyro_aevb.vae.data_plate`).
 Weight decay is the log prior :math:`\log \mathcal{N}(\theta; 0, \lambda^{-1} I)` of the paper's MAP
 objective, counted once for the N datapoints: the loss is the N-scaled negative bound, so adding
 :math:`\lambda\theta` to its gradient (Adagrad's ``weight_decay=λ``) is exactly the gradient of
-:math:`-\log p(\theta)`. It applies to every parameter, the encoder's included, as in the paper.
+:math:`-\log p(\theta)`. It applies to every parameter, the encoder's included (the paper names a
+prior on θ; decaying φ too keeps one objective for all parameters).
 
 **Speed.** Pyro's bookkeeping (tracing, replay, per-site checks, one optimizer per parameter tensor)
 costs more per step than the paper's small nets do. So every step uses
@@ -51,7 +53,7 @@ class AEVB:
     The AEVB training method: :class:`~pyro.infer.SVI` on ``vae.model`` and ``vae.guide``.
 
     :param vae: an object with Pyro functions ``model(x, num_data)`` and ``guide(x, num_data)``.
-    :param str estimator: ``"B"`` (Eq. (10), analytic KL) or ``"A"`` (Eq. (7)).
+    :param str estimator: ``"B"`` (Eq. (7), analytic KL) or ``"A"`` (Eq. (6)).
     :param float lr: Adagrad's global step size.
     :param int num_particles: L, samples of z per datapoint (the paper: 1).
     :param float weight_decay: precision :math:`\lambda` of the Gaussian prior on the parameters

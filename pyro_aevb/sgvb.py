@@ -11,7 +11,7 @@ model is :math:`q_\phi(z|x) = \mathcal{N}(z; \mu, \sigma^2 I)` (Eq. (9)), the pr
 
     \widetilde{\mathcal{L}}^A &= \frac{N}{M} \sum_{i=1}^M \frac{1}{L} \sum_{l=1}^L
         \log p_\theta(x^{(i)}|z^{(i,l)}) + \log p_\theta(z^{(i,l)}) - \log q_\phi(z^{(i,l)}|x^{(i)})
-        \qquad \text{(Eq. (7))}
+        \qquad \text{(Eq. (6))}
 
     \widetilde{\mathcal{L}}^B &= \frac{N}{M} \sum_{i=1}^M \frac{1}{2} \sum_{j=1}^J
         \left(1 + \log \sigma_{ij}^2 - \mu_{ij}^2 - \sigma_{ij}^2\right)
