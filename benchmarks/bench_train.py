@@ -6,7 +6,7 @@ Contenders (all train the same nets, from the same initial parameters, on the sa
 N/M-scaled negative bound plus the weight decay of the N(0, I/λ) prior on the parameters, with
 Adagrad at the same step size):
 
-- ``aevb`` / ``aevb-mc``: this project's methods (estimator B, Eq. (10) / estimator A, Eq. (7)),
+- ``aevb`` / ``aevb-mc``: this project's methods (estimator B, Eq. (10) / estimator A, Eq. (6)),
   built by :data:`pyro_aevb.train.METHODS` from a :class:`~pyro_aevb.train.TrainConfig` and fed by a
   :class:`~pyro_aevb.data.MinibatchSampler`: the code ``pyro-aevb train`` runs, without evaluation.
 - ``plain-B`` / ``plain-A``: a hand-written PyTorch loop over the same nets and sampler, the bound
@@ -94,7 +94,7 @@ def _default_data_dir():
 
 # -- the plain PyTorch loop ------------------------------------------------------------------------
 def plain_loss(vae, x, num_data, estimator):
-    """The negative bound of Eq. (10) (``"B"``) or Eq. (7) (``"A"``) written out in tensor operations."""
+    """The negative bound of Eq. (10) (``"B"``) or Eq. (6) (``"A"``) written out in tensor operations."""
     z_loc, z_scale = vae.encoder(x)
     z = z_loc + z_scale * torch.randn_like(z_loc)
     if vae.likelihood == "bernoulli":
