@@ -1,5 +1,6 @@
 import os
 import sys
+import time
 from pathlib import Path
 
 import pyro
@@ -34,3 +35,13 @@ def shared_data():
 # Under pytest-xdist each worker gets one thread, so that two workers share two cores without thrashing.
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 sys.path.insert(0, str(REPO))
+
+
+def wait_for(path, proc, timeout=120):
+    """Wait until ``path`` exists; False if the subprocess ``proc`` ended first or ``timeout`` passed."""
+    start = time.time()
+    while not path.exists():
+        if proc.poll() is not None or time.time() - start > timeout:
+            return False
+        time.sleep(0.05)
+    return True

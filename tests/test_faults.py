@@ -11,6 +11,8 @@ import torch
 from pyro_aevb import RunDirError, TrainConfig, train
 from test_distributed import TINY, assert_same_run, run, single, torchrun
 
+from conftest import wait_for
+
 
 def _children(pid):
     """Every descendant process of ``pid`` (Linux /proc)."""
@@ -32,15 +34,6 @@ def _rank_pid(launcher, rank):
     return None
 
 
-def _wait_for(path, proc, timeout=120):
-    start = time.time()
-    while not path.exists():
-        if proc.poll() is not None or time.time() - start > timeout:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def _popen(command):
     import os
 
@@ -57,7 +50,7 @@ def test_killed_rank_ends_the_job_and_resume_finishes_it(tmp_path):
     args = [*TINY, "--samples", 8000, "--eval-points", 6, "--checkpoint-every", 1000]
     out = tmp_path / "killed"
     job = _popen(torchrun(*args, "--out", out))
-    assert _wait_for(out / "checkpoint.pt", job), "the job ended before its first checkpoint"
+    assert wait_for(out / "checkpoint.pt", job), "the job ended before its first checkpoint"
     time.sleep(0.5)
     victim = _rank_pid(job, 1)
     assert victim is not None, "rank 1 not found among the launcher's processes"
@@ -105,7 +98,7 @@ def test_second_job_on_the_same_folder_refuses_and_leaves_the_first_intact(tmp_p
     args = [*TINY, "--samples", 40000]
     out = tmp_path / "run"
     first = _popen(torchrun(*args, "--out", out))
-    assert _wait_for(out / "config.json", first), "the first job ended before writing its config"
+    assert wait_for(out / "config.json", first), "the first job ended before writing its config"
     second = run(torchrun(*args, "--out", out))
     assert second.returncode != 0, "a second job on a folder in use must fail"
     # While the first job's ranks run, the lock refuses the second ("in use"); if they have just finished

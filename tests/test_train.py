@@ -18,6 +18,8 @@ from pyro_aevb import (
 )
 from pyro_aevb.data import DATASETS, Dataset
 
+from conftest import wait_for
+
 TINY = dict(dataset="mnist5k", latent_dim=2, hidden=20, eval_points=3, eval_train_points=200, checkpoint_every=500)
 
 
@@ -91,15 +93,6 @@ def test_short_real_run_raises_the_bound(dataset, margin, shared_data, tmp_path)
 # -- resumption ----------------------------------------------------------------------------------
 
 
-def _wait_for(path, proc, timeout=120):
-    start = time.time()
-    while not path.exists():
-        if proc.poll() is not None or time.time() - start > timeout:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_killed_and_resumed_run_writes_the_same_metrics(sig, tmp_path):
     args = ["train", "--dataset", "mnist5k", "--latent-dim", 2, "--hidden", 50, "--samples", 20000,
@@ -110,7 +103,7 @@ def test_killed_and_resumed_run_writes_the_same_metrics(sig, tmp_path):
     out = tmp_path / "interrupted"
     proc = subprocess.Popen([sys.executable, "-m", "pyro_aevb", *map(str, args), "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert _wait_for(out / "checkpoint.pt", proc), "the run ended before writing its first checkpoint"
+    assert wait_for(out / "checkpoint.pt", proc), "the run ended before writing its first checkpoint"
     time.sleep(0.3)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
