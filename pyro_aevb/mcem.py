@@ -32,13 +32,13 @@ or likelihood is trained unchanged. Having no encoder, they are measured by the 
 """
 
 import pyro
-import pyro.optim
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from .hmc import StepSizeAdapter, hmc_step
-from .wake_sleep import _descend
+from .optim import FusedAdagrad
+from .wake_sleep import ValidatedOnce, _descend
 
 __all__ = ["ImportanceMCEM", "MCEM", "log_joint"]
 
@@ -100,7 +100,8 @@ class _MonteCarloEM:
             )
         self.vae = vae
         self.num_m_steps = int(num_m_steps)
-        self.optim = pyro.optim.Adagrad({"lr": config.lr, "weight_decay": config.weight_decay})
+        self.optim = FusedAdagrad({"lr": config.lr, "weight_decay": config.weight_decay})
+        self._validation = ValidatedOnce()
 
     def e_step(self, x, idx, num_data):
         """:returns: latent values ``[K, M, Nz]`` and their normalised weights ``[K, M]``."""
@@ -114,11 +115,12 @@ class _MonteCarloEM:
         :returns: :math:`-Q(\theta)` at the new E-step's values, before the M-step (the N-scaled
             negative complete-data log-likelihood).
         """
-        z, weights = self.e_step(x, idx, num_data)
-        losses = []
-        for _ in range(self.num_m_steps):
-            joint, _, trace = log_joint(self.vae.model, x, z, num_data)
-            losses.append(_descend(self.optim, -(weights * joint).sum(), trace))
+        with self._validation():
+            z, weights = self.e_step(x, idx, num_data)
+            losses = []
+            for _ in range(self.num_m_steps):
+                joint, _, trace = log_joint(self.vae.model, x, z, num_data)
+                losses.append(_descend(self.optim, -(weights * joint).sum(), trace))
         return losses[0]
 
     def state_dict(self):

@@ -23,9 +23,13 @@ subclass of :class:`~pyro_aevb.vae.VAE` with another prior or likelihood is trai
 Brendan J. Frey, Radford M. Neal (1995)
 """
 
-import pyro.optim
+import contextlib
+
+import pyro
 import torch
 from pyro import poutine
+
+from .optim import FusedAdagrad
 
 __all__ = ["WakeSleep", "sleep_loss", "wake_loss"]
 
@@ -101,6 +105,23 @@ def _descend(optim, loss, trace):
     return loss.item()
 
 
+class ValidatedOnce:
+    """
+    Pyro's validation (of distribution arguments and supports at every sample site) under the caller's
+    setting on the first step only, off afterwards, as :class:`~pyro_aevb.aevb.AEVB` does: a model's
+    mistakes surface at the first step, and later steps skip the per-site checks.
+    """
+
+    def __init__(self):
+        self._first = True
+
+    def __call__(self):
+        if self._first:
+            self._first = False
+            return contextlib.nullcontext()
+        return pyro.validation_enabled(False)
+
+
 class WakeSleep:
     r"""
     The wake-sleep training method [2] as [1] ran it: on each minibatch, one Adagrad step of
@@ -110,7 +131,9 @@ class WakeSleep:
     Each phase steps only the parameters its own trace touched, so :math:`\theta` moves only with
     the wake gradient and :math:`\phi` only with the sleep gradient, weight decay included. As in
     :class:`~pyro_aevb.aevb.AEVB`, weight decay :math:`\lambda` is the Gaussian prior on the
-    parameters against the N-scaled losses.
+    parameters against the N-scaled losses, the optimizer is
+    :class:`~pyro_aevb.optim.FusedAdagrad` (the update of ``pyro.optim.Adagrad``, in one pass), and
+    Pyro validates the first step only.
 
     :param vae: an object with Pyro functions ``model(x, num_data)`` and ``guide(x, num_data)``.
     :param config: a :class:`~pyro_aevb.train.TrainConfig`; uses ``lr``, ``weight_decay`` and
@@ -129,7 +152,8 @@ class WakeSleep:
             raise ValueError(f"need lr > 0 and weight_decay >= 0, got {config.lr} and {config.weight_decay}")
         self.vae = vae
         self.num_particles = int(config.num_particles)
-        self.optim = pyro.optim.Adagrad({"lr": config.lr, "weight_decay": config.weight_decay})
+        self.optim = FusedAdagrad({"lr": config.lr, "weight_decay": config.weight_decay})
+        self._validation = ValidatedOnce()
 
     def step(self, x, idx, num_data):
         """
@@ -140,8 +164,9 @@ class WakeSleep:
         """
         if self.num_particles > 1:
             x = x.repeat(self.num_particles, 1)
-        wake = _descend(self.optim, *wake_loss(self.vae.model, self.vae.guide, x, num_data))
-        sleep = _descend(self.optim, *sleep_loss(self.vae.model, self.vae.guide, x, num_data))
+        with self._validation():
+            wake = _descend(self.optim, *wake_loss(self.vae.model, self.vae.guide, x, num_data))
+            sleep = _descend(self.optim, *sleep_loss(self.vae.model, self.vae.guide, x, num_data))
         return wake + sleep
 
     def state_dict(self):
