@@ -7,7 +7,8 @@ import torch
 
 __all__ = ["image_grid", "latent_grid", "plot_lower_bound", "plot_manifold", "plot_reconstructions"]
 
-_YLABEL = {"lower_bound": r"$\mathcal{L}$ per datapoint (nats)", "log_marginal": r"$\log p(x)$ per datapoint (nats)"}
+# The paper's axis labels, with the unit: Figure 2 plots the bound, Figure 3 the marginal likelihood.
+_YLABEL = {"lower_bound": r"$\mathcal{L}$ (nats per datapoint)", "log_marginal": "Marginal log-likelihood (nats per datapoint)"}
 
 
 def _pyplot():
@@ -38,10 +39,10 @@ def plot_lower_bound(curves, path, metric="lower_bound", title=None, ax=None):
             pts = [(r["samples"], r[f"{split}_{metric}"]) for r in rows if r[f"{split}_{metric}"] is not None]
             if pts:
                 xs, ys = zip(*pts)
-                name = f"{label} {split}".strip() if label else split
+                name = f"{label} ({split})" if label else split
                 ax.plot(xs, ys, style, color=colours[i % len(colours)], label=name)
     ax.set_xscale("log")
-    ax.set_xlabel("# training samples evaluated")
+    ax.set_xlabel("# Training samples evaluated")
     ax.set_ylabel(_YLABEL[metric])
     if title:
         ax.set_title(title)
