@@ -16,8 +16,13 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 
+from .errors import UserError
 from .rundir import RunDir, read_metrics
 from .train import DEFAULT_HIDDEN, TrainConfig, load_run, train
 
@@ -50,21 +55,54 @@ def is_finished(run_dir, config):
     return bool(rows) and rows[-1]["samples"] >= config.samples
 
 
-def _worker_init(threads):
+def _worker_init(threads, parent):
     import torch
 
     torch.set_num_threads(threads)
+    threading.Thread(target=_stop_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _stop_when_orphaned(parent, poll_seconds=1.0):
+    """
+    In a worker: once the ``reproduce`` process that started it is gone (killed, say), stop training
+    the way SIGTERM stops :func:`~pyro_aevb.train.train`: at the end of the current step, with a
+    checkpoint. A worker left on its own would otherwise train on, unwatched, into a run folder that
+    the next ``reproduce`` wants to resume.
+    """
+    while os.getppid() == parent:
+        time.sleep(poll_seconds)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _train_one(config_dict, out):
-    train(TrainConfig(**config_dict), out, resume=True, progress=False)
+    try:
+        train(TrainConfig(**config_dict), out, resume=True, progress=False)
+    except KeyboardInterrupt:
+        # Stopped by a signal, with the checkpoint written. Leave at once rather than take the
+        # pool's next run: the pool breaks, and reproduce (if it is still there) reports the stop.
+        sys.stderr.flush()
+        os._exit(1)
     return out
+
+
+def _stop_workers(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop(pool, context):
+    pool.shutdown(wait=False, cancel_futures=True)
+    for child in context.active_children():
+        child.terminate()  # SIGTERM: a training worker checkpoints at the end of its step and stops
 
 
 def run_all(configs, out, jobs=1, log=print):
     """
     Train every config in ``configs`` (a list of :class:`TrainConfig`) into ``out/runs/<name>``,
     ``jobs`` at a time, resuming unfinished runs and skipping finished ones.
+
+    Interrupted (Ctrl-C, or SIGTERM to this process), it has every worker checkpoint its run at the end
+    of its current step and stop, then raises :class:`KeyboardInterrupt`; killed outright, its workers
+    notice within a second and do the same. Either way the same command resumes.
 
     :returns: dict mapping each config's run name to its folder.
     """
@@ -75,12 +113,28 @@ def run_all(configs, out, jobs=1, log=print):
         return folders
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
-                                                initargs=(threads,)) as pool:
-        futures = {pool.submit(_train_one, dataclasses.asdict(c), str(d)): d for c, d in todo}
-        for future in concurrent.futures.as_completed(futures):
-            future.result()
-            log(f"finished {futures[future].name}")
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_workers) if main else None
+    try:
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                                    initargs=(threads, os.getpid())) as pool:
+            futures = {pool.submit(_train_one, dataclasses.asdict(c), str(d)): d for c, d in todo}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    future.result()
+                    log(f"finished {futures[future].name}")
+            except KeyboardInterrupt:
+                _stop(pool, context)
+                raise KeyboardInterrupt("interrupted; runs checkpointed: the same command resumes them") from None
+            except concurrent.futures.process.BrokenProcessPool:
+                _stop(pool, context)
+                raise UserError(
+                    "a worker process stopped before its run had finished (interrupted or killed); the runs "
+                    "are checkpointed: the same command resumes them"
+                ) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     return folders
 
 

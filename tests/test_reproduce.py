@@ -1,12 +1,18 @@
 """Smoke tests of `pyro-aevb reproduce`: each experiment at a tiny budget on real data."""
 
 import csv
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from pyro_aevb.checkpoint import load_checkpoint
 from pyro_aevb.reproduce import FIGURE2_LATENTS, FIGURE5_LATENTS
+from conftest import wait_for
 
 
 def reproduce(*args, data, out, timeout=900):
@@ -58,3 +64,64 @@ def test_manifold(shared_data, tmp_path):
         assert (dest / name).is_file(), f"{name} missing"
     rows = table(dest / "results.csv")
     assert {(r["dataset"], int(r["latent_dim"])) for r in rows} == {("frey", 2)} | {("mnist", z) for z in FIGURE5_LATENTS}
+
+
+def _proc_stat(pid):
+    """(state, parent pid) of a process from /proc, or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def _workers(parent):
+    """The pool's worker processes of ``parent`` (children running multiprocessing's spawn_main)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (_proc_stat(entry.name) or (None, None))[1] == parent:
+            with open(entry / "cmdline", "rb") as f:
+                if b"spawn_main" in f.read():
+                    pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_stopped_experiment_leaves_no_worker_training(sig, shared_data, tmp_path):
+    """
+    Stopping `reproduce` mid-run (SIGTERM, or SIGKILL with no chance to clean up) stops its workers
+    too, each with a checkpoint of its run, instead of leaving them training unwatched into folders
+    the next call resumes.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyro_aevb", "reproduce", "figure2", "--dataset", "frey", "--samples", "1e7",
+         "--eval-points", "2", "--jobs", "2", "--data-dir", str(shared_data), "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        runs = [tmp_path / "runs" / f"frey-{method}-z2-s1e07" for method in ("aevb", "wake-sleep")]
+        for run in runs:  # into the training loop: its first evaluation (1,000 samples) is written
+            assert wait_for(run / "metrics.csv", proc), f"{run.name} did not start: {proc.communicate()[1][-2000:]}"
+            deadline = time.time() + 120
+            while len((run / "metrics.csv").read_text().splitlines()) < 2 and time.time() < deadline:
+                time.sleep(0.1)
+        workers = _workers(proc.pid)
+        assert len(workers) == 2, f"expected 2 workers, found {workers}"
+        os.kill(proc.pid, sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # A stopped worker finishes its step (milliseconds here) and writes a checkpoint; an orphan polls
+    # for its parent once a second.
+    deadline = time.time() + 30
+    while any((_proc_stat(pid) or ("Z",))[0] != "Z" for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    alive = [pid for pid in workers if (_proc_stat(pid) or ("Z",))[0] != "Z"]
+    assert not alive, f"workers {alive} still running 30 s after the experiment was stopped"
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130 and "the same command resumes" in stderr, (proc.returncode, stderr[-2000:])
+    for run in runs:
+        state = load_checkpoint(run / "checkpoint.pt")
+        assert 0 < state["samples"] < 10**7, f"{run.name}: checkpoint at {state['samples']} samples"
