@@ -4,13 +4,7 @@ import math
 import pyro
 import pytest
 import torch
-from test_wake_sleep import (  # noqa: F401 (_one_thread is an autouse fixture)
-    LinearGaussianVAE,
-    _one_thread,
-    ppca_data,
-    ppca_max_log_likelihood,
-    tiny_run_metrics,
-)
+from linear_gaussian import LinearGaussianVAE, ppca_data, ppca_max_log_likelihood, tiny_run_metrics
 
 from pyro_aevb import VAE, TrainConfig
 from pyro_aevb.hmc import hmc_step
