@@ -178,6 +178,8 @@ def _add_reproduce(sub):
     a("--samples", type=_count, default=1_000_000,
       help="budget per run in training samples; the paper ran to about 1e8 [1e6, about 1-2 minutes a run here]")
     a("--num-train", type=_count, nargs="+", default=[1000, 50000], help="figure3: training-set sizes [1000 50000]")
+    a("--mcem-samples", type=_count,
+      help="figure3: budget of the MCEM runs, whose HMC E-step costs tens of times more per sample [--samples]")
     a("--log-marginal-points", type=_count, default=100,
       help="figure3: datapoints per split for the HMC marginal likelihood at each evaluation [100; the paper 1000]")
     a("--eval-points", type=_count, default=20, help="log-spaced evaluations per run [20]")
@@ -194,7 +196,7 @@ def _reproduce(args):
 
     reproduce(args.experiment, out=args.out, dataset=args.dataset, samples=args.samples, jobs=args.jobs,
               data_dir=args.data_dir, num_train=tuple(args.num_train), log_marginal_points=args.log_marginal_points,
-              eval_points=args.eval_points, lr=args.lr)
+              eval_points=args.eval_points, lr=args.lr, mcem_samples=args.mcem_samples)
     return 0
 
 

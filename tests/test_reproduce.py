@@ -47,13 +47,15 @@ def test_figure2(dataset, shared_data, tmp_path):
 
 
 def test_figure3(shared_data, tmp_path):
-    reproduce("figure3", "--samples", 200, "--num-train", 100, 300, "--log-marginal-points", 4,
+    reproduce("figure3", "--samples", 300, "--mcem-samples", 200, "--num-train", 100, 300, "--log-marginal-points", 4,
               data=shared_data, out=tmp_path)
     dest = tmp_path / "figure3"
     assert (dest / "figure3.png").is_file() and (dest / "figure3.pdf").is_file()
     rows = table(dest / "results.csv")
     cells = {(r["method"], int(r["num_train"])) for r in rows}
     assert cells == {(m, n) for m in ("aevb", "wake-sleep", "mcem") for n in (100, 300)}
+    budgets = {r["method"]: int(r["samples"]) for r in rows}
+    assert budgets == {"aevb": 300, "wake-sleep": 300, "mcem": 200}, f"samples trained per method: {budgets}"
     assert all(r["train_log_marginal"] and r["test_log_marginal"] for r in rows), "a marginal likelihood is missing"
 
 
