@@ -17,6 +17,11 @@ the learned pair, and the training loop reports it with the same code as for AEV
 Both losses are built from the user's ``model`` and ``guide`` with Pyro's effect handlers, so a
 subclass of :class:`~pyro_aevb.vae.VAE` with another prior or likelihood is trained unchanged.
 
+**Speed.** As for AEVB (:mod:`pyro_aevb.aevb`), when the model and guide are
+:class:`~pyro_aevb.vae.VAE`'s own (its likelihood may be swapped), :class:`WakeSleep` computes both
+losses directly from the nets after a first traced step (:func:`direct_wake_loss`,
+:func:`direct_sleep_loss`): the same densities from the same random draws, without tracing.
+
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 
 [2] The "wake-sleep" algorithm for unsupervised neural networks, Geoffrey E. Hinton, Peter Dayan,
@@ -24,14 +29,19 @@ Brendan J. Frey, Radford M. Neal (1995)
 """
 
 import contextlib
+import math
 
 import pyro
 import torch
 from pyro import poutine
 
+from .aevb import _direct_params
 from .optim import FusedAdagrad
+from .sgvb import log_likelihood
 
-__all__ = ["WakeSleep", "sleep_loss", "wake_loss"]
+__all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "sleep_loss", "wake_loss"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def wake_loss(model, guide, x, num_data=None):
@@ -91,6 +101,44 @@ def sleep_loss(model, guide, x, num_data=None):
     return -guide_trace.log_prob_sum(), guide_trace
 
 
+def _scale(x, num_data):
+    """The minibatch scale N/M (1 without ``num_data``), checked as :func:`~pyro_aevb.vae.data_plate` checks it."""
+    if num_data is None:
+        return 1.0
+    if int(num_data) < x.shape[0]:
+        raise ValueError(f"num_data ({num_data}) is smaller than the minibatch ({x.shape[0]})")
+    return int(num_data) / x.shape[0]
+
+
+def direct_wake_loss(vae, x, num_data=None):
+    r"""
+    :func:`wake_loss` for a :class:`~pyro_aevb.vae.VAE` with the class's ``model`` and ``guide``,
+    computed from the nets: :math:`z = \mu + \sigma \odot \epsilon` drawn as the guide draws it, then
+    :math:`-\frac{N}{M} \sum_i [\log \mathcal{N}(z^{(i)}; 0, I) + \log p_\theta(x^{(i)}|z^{(i)})]`.
+    """
+    with torch.no_grad():
+        z_loc, z_scale = vae.encoder(x)
+        z = z_loc + z_loc.new_empty(z_loc.shape).normal_() * z_scale
+    log_prior = -0.5 * (z**2).sum() - _HALF_LOG_2PI * z.numel()
+    return -_scale(x, num_data) * (log_prior + log_likelihood(vae, z, x).sum())
+
+
+def direct_sleep_loss(vae, x, num_data=None):
+    r"""
+    :func:`sleep_loss` for a :class:`~pyro_aevb.vae.VAE` with the class's ``model`` and ``guide``,
+    computed from the nets: :math:`z \sim \mathcal{N}(0, I)` and the fantasy
+    :math:`x \sim p_\theta(x|z)` drawn as the model draws them, then
+    :math:`-\frac{N}{M} \sum_i \log q_\phi(z^{(i)}|x^{(i)})`.
+    """
+    with torch.no_grad():
+        z = x.new_empty(x.shape[0], vae.z_dim).normal_()
+        likelihood = vae.observation_dist(z)
+        fantasy = likelihood.rsample() if likelihood.has_rsample else likelihood.sample()
+    z_loc, z_scale = vae.encoder(fantasy)
+    log_q = (-0.5 * ((z - z_loc) / z_scale) ** 2 - z_scale.log()).sum() - _HALF_LOG_2PI * z.numel()
+    return -_scale(x, num_data) * log_q
+
+
 def _descend(optim, loss, trace):
     """
     One step of ``optim`` on the parameters that ``trace`` touched (its ``"param"`` sites, as Pyro's
@@ -138,14 +186,17 @@ class WakeSleep:
     :param vae: an object with Pyro functions ``model(x, num_data)`` and ``guide(x, num_data)``.
     :param config: a :class:`~pyro_aevb.train.TrainConfig`; uses ``lr``, ``weight_decay`` and
         ``num_particles`` (L: each datapoint's row is repeated L times, so each phase averages L
-        samples per datapoint; this needs :math:`N \ge LM`). No ``method_options``.
+        samples per datapoint; this needs :math:`N \ge LM`). One method option: ``fast_path``
+        (default ``True``; ``False`` traces the model and guide at every step).
     """
 
     has_encoder = True
 
     def __init__(self, vae, config):
-        if config.method_options:
-            raise ValueError(f"wake-sleep takes no method options, got {sorted(config.method_options)}")
+        unknown = set(config.method_options) - {"fast_path"}
+        if unknown:
+            raise ValueError(f"wake-sleep takes the method option fast_path only, got {sorted(unknown)}")
+        self.fast_path = bool(config.method_options.get("fast_path", True))
         if int(config.num_particles) != config.num_particles or config.num_particles < 1:
             raise ValueError(f"num_particles must be a positive integer, got {config.num_particles}")
         if not config.lr > 0 or not config.weight_decay >= 0:
@@ -154,6 +205,13 @@ class WakeSleep:
         self.num_particles = int(config.num_particles)
         self.optim = FusedAdagrad({"lr": config.lr, "weight_decay": config.weight_decay})
         self._validation = ValidatedOnce()
+        self._first_step = True
+        self._phase_params = None  # (decoder, encoder) parameters on the direct path
+
+    @property
+    def uses_fast_path(self):
+        """Whether the steps compute the losses from the nets rather than from traces (known after the first)."""
+        return self._phase_params is not None
 
     def step(self, x, idx, num_data):
         """
@@ -164,9 +222,29 @@ class WakeSleep:
         """
         if self.num_particles > 1:
             x = x.repeat(self.num_particles, 1)
-        with self._validation():
-            wake = _descend(self.optim, *wake_loss(self.vae.model, self.vae.guide, x, num_data))
-            sleep = _descend(self.optim, *sleep_loss(self.vae.model, self.vae.guide, x, num_data))
+        if self._first_step:
+            self._first_step = False
+            if self.fast_path and _direct_params(self.vae, x, num_data) is not None:
+                self._phase_params = (list(self.vae.decoder.parameters()), list(self.vae.encoder.parameters()))
+            with self._validation():  # the first step traces, under the caller's validation setting
+                return self._traced_step(x, num_data)
+        if self._phase_params is None:
+            with self._validation():
+                return self._traced_step(x, num_data)
+        losses = []
+        with self._validation():  # off: distributions built by a swapped likelihood skip their checks
+            for loss_fn, params in zip((direct_wake_loss, direct_sleep_loss), self._phase_params):
+                loss = loss_fn(self.vae, x, num_data)
+                loss.backward()
+                self.optim(params)
+                for p in params:
+                    p.grad = None
+                losses.append(loss.item())
+        return sum(losses)
+
+    def _traced_step(self, x, num_data):
+        wake = _descend(self.optim, *wake_loss(self.vae.model, self.vae.guide, x, num_data))
+        sleep = _descend(self.optim, *sleep_loss(self.vae.model, self.vae.guide, x, num_data))
         return wake + sleep
 
     def state_dict(self):

@@ -1,5 +1,6 @@
 import math
 
+import pyro
 import pytest
 import torch
 from pyro import poutine
@@ -8,7 +9,7 @@ from linear_gaussian import LinearGaussianVAE, ppca_data, tiny_run_metrics
 
 from pyro_aevb import VAE, TrainConfig, lower_bound
 from pyro_aevb.variants import LaplacePriorVAE
-from pyro_aevb.wake_sleep import WakeSleep, sleep_loss, wake_loss
+from pyro_aevb.wake_sleep import WakeSleep, direct_sleep_loss, direct_wake_loss, sleep_loss, wake_loss
 
 NUM_DATA, BATCH, X_DIM, Z_DIM = 40, 4, 6, 2
 
@@ -106,6 +107,65 @@ def test_wake_sleep_improves_bound():
     after = lower_bound(vae.model, vae.guide, x, num_particles=100, seed=1)
     assert after > before + 1.0, f"bound went from {before:.3f} to {after:.3f}"
     assert after < vae.log_likelihood(x) + 0.05, f"bound {after:.3f} above log p(x) = {vae.log_likelihood(x):.3f}"
+
+
+DIRECT_CASES = [
+    pytest.param(lambda: VAE(X_DIM, Z_DIM, 5, likelihood="bernoulli", init_std=0.5), id="bernoulli"),
+    pytest.param(lambda: VAE(X_DIM, Z_DIM, 5, likelihood="gaussian", init_std=0.5), id="gaussian"),
+    pytest.param(lambda: LinearGaussianVAE(X_DIM, Z_DIM), id="swapped-likelihood"),
+]
+
+
+def _minibatch(vae):
+    x = torch.rand(BATCH, X_DIM, generator=torch.Generator().manual_seed(5))
+    return x.round() if vae.likelihood == "bernoulli" else x
+
+
+@pytest.mark.parametrize("make_vae", DIRECT_CASES)
+@pytest.mark.parametrize("phase", ["wake", "sleep"])
+def test_direct_losses_are_the_traced_ones(make_vae, phase):
+    """Same seed: the direct loss draws the same values and has the traced loss's value and gradients."""
+    vae = make_vae()
+    x = _minibatch(vae)
+    traced, direct = {"wake": (wake_loss, direct_wake_loss), "sleep": (sleep_loss, direct_sleep_loss)}[phase]
+    torch.manual_seed(11)
+    expected, _ = traced(vae.model, vae.guide, x, NUM_DATA)
+    expected_grads = torch.autograd.grad(expected, list(vae.parameters()), allow_unused=True)
+    torch.manual_seed(11)
+    actual = direct(vae, x, NUM_DATA)
+    actual_grads = torch.autograd.grad(actual, list(vae.parameters()), allow_unused=True)
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-5)
+    for (name, _), a, e in zip(vae.named_parameters(), actual_grads, expected_grads):
+        assert (a is None) == (e is None), f"{phase}: {name} has a gradient on one path only"
+        if a is not None:
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6, msg=lambda m: f"{phase}, gradient of {name}: {m}")
+
+
+@pytest.mark.parametrize("make_vae", DIRECT_CASES)
+def test_fast_path_trains_as_the_traced_path(make_vae):
+    """Five steps from the same start and seed on each path end at the same parameters (to rounding)."""
+    x = _minibatch(make_vae())
+    params = {}
+    for fast_path in (False, True):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        vae = make_vae()
+        method = WakeSleep(vae, TrainConfig(method="wake-sleep", method_options={"fast_path": fast_path}))
+        torch.manual_seed(1)
+        for _ in range(5):
+            method.step(x, torch.arange(BATCH), NUM_DATA)
+        assert method.uses_fast_path == fast_path
+        params[fast_path] = {name: p.detach().clone() for name, p in vae.named_parameters()}
+    for name, value in params[True].items():
+        torch.testing.assert_close(value, params[False][name], rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
+def test_swapped_prior_stays_on_the_traced_path():
+    vae = LaplacePriorVAE(X_DIM, Z_DIM, 5)
+    method = WakeSleep(vae, TrainConfig(method="wake-sleep"))
+    for _ in range(2):
+        method.step(torch.rand(BATCH, X_DIM).round(), torch.arange(BATCH), NUM_DATA)
+    assert not method.uses_fast_path, "a swapped prior is not the direct losses' model"
 
 
 def test_num_particles_repeats_datapoints():
