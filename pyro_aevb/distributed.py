@@ -181,6 +181,13 @@ def init_world():
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     owns_group = not dist.is_initialized()
     if owns_group:
+        # torch.optim's first step imports torch._dynamo; imported after the process group exists, it
+        # keeps the group alive past destroy_process_group, and gloo's worker threads then release
+        # their last tensors during interpreter shutdown, which aborts the process now and then
+        # ("terminate called without an active exception"). Imported first, it holds nothing.
+        import torch._dynamo  # noqa: F401
+
+
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
