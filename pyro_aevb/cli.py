@@ -176,7 +176,7 @@ def _add_reproduce(sub):
     a("experiment", choices=["figure2", "figure3", "manifold"])
     a("--dataset", choices=["mnist", "frey"], default="mnist", help="figure2 only [mnist]")
     a("--samples", type=_count, default=1_000_000,
-      help="budget per run in training samples; the paper ran to about 1e8 [1e6, about 1-2 minutes a run here]")
+      help="budget per run in training samples; the paper ran to about 1e8 [1e6: 2-5 minutes a run on one core of this project's machine, so a figure2 of 8-10 runs takes 10-25 minutes with --jobs 2; 1e7 takes ten times that]")
     a("--num-train", type=_count, nargs="+", default=[1000, 50000], help="figure3: training-set sizes [1000 50000]")
     a("--mcem-samples", type=_count,
       help="figure3: budget of the MCEM runs, whose HMC E-step costs tens of times more per sample [--samples]")
