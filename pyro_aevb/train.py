@@ -451,14 +451,18 @@ def _versions():
 
 
 class _InterruptFlag:
-    """Turns SIGINT and SIGTERM into a flag the loop checks between steps, so checkpoints stay consistent."""
+    """
+    Turns SIGINT and SIGTERM into a flag the loop checks between steps, so checkpoints stay consistent.
+    A second Ctrl-C (SIGINT) stops at once; SIGTERM, which programs send (``reproduce`` to its workers,
+    a worker to itself when its parent is gone, a scheduler), always lets the checkpoint be written.
+    """
 
     def __init__(self):
         self.is_set = False
         self._previous = {}
 
     def _handler(self, signum, frame):
-        if self.is_set:  # a second Ctrl-C stops at once
+        if self.is_set and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.is_set = True
 

@@ -125,5 +125,6 @@ def test_stopped_experiment_leaves_no_worker_training(sig, shared_data, tmp_path
     if sig == signal.SIGTERM:
         assert proc.returncode == 130 and "the same command resumes" in stderr, (proc.returncode, stderr[-2000:])
     for run in runs:
+        assert (run / "checkpoint.pt").exists(), (sorted(p.name for p in run.iterdir()), stderr[-3000:])
         state = load_checkpoint(run / "checkpoint.pt")
         assert 0 < state["samples"] < 10**7, f"{run.name}: checkpoint at {state['samples']} samples"
