@@ -20,7 +20,7 @@ def _pyplot():
     return plt
 
 
-def plot_lower_bound(curves, path, metric="lower_bound", title=None, ax=None):
+def plot_lower_bound(curves, path, metric="lower_bound", title=None, ax=None, y_from=None):
     """
     Plot a metric against the number of training samples evaluated, on a log x-axis: train solid,
     test dashed, one colour per curve, as in the paper's Figure 2.
@@ -28,12 +28,15 @@ def plot_lower_bound(curves, path, metric="lower_bound", title=None, ax=None):
     :param dict curves: label -> list of metric rows (as from :func:`pyro_aevb.rundir.read_metrics`).
     :param path: where to save the figure (PNG or PDF by suffix), or None when drawing into ``ax``.
     :param str metric: ``"lower_bound"`` or ``"log_marginal"``.
+    :param float y_from: fit the y-axis to the points from this many samples on (the earlier ones,
+        often hundreds of nats lower, run off the bottom, as in the paper's figures); None: to all.
     """
     plt = _pyplot()
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3.6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    shown = []
     for i, (label, rows) in enumerate(curves.items()):
         for split, style in (("train", "-"), ("test", "--")):
             pts = [(r["samples"], r[f"{split}_{metric}"]) for r in rows if r[f"{split}_{metric}"] is not None]
@@ -41,6 +44,11 @@ def plot_lower_bound(curves, path, metric="lower_bound", title=None, ax=None):
                 xs, ys = zip(*pts)
                 name = f"{label} ({split})" if label else split
                 ax.plot(xs, ys, style, color=colours[i % len(colours)], label=name)
+                shown += [y for x, y in pts if y_from is None or x >= y_from]
+    if y_from is not None and shown:
+        low, high = min(shown), max(shown)
+        pad = 0.05 * (high - low) or 1.0
+        ax.set_ylim(low - pad, high + pad)
     ax.set_xscale("log")
     ax.set_xlabel("# Training samples evaluated")
     ax.set_ylabel(_YLABEL[metric])

@@ -221,6 +221,11 @@ def _panels(n, width=3.6, height=3.2):
     return fig, axes.flat
 
 
+def _y_from(configs):
+    """The panels' y-axes show the last two decades of training, as the paper's figures do (from 1e5 of 1e7)."""
+    return max(c.samples for c in configs) / 100
+
+
 def _draw_figure2(configs, folders, dest, dataset):
     from .plots import plot_lower_bound
 
@@ -230,7 +235,8 @@ def _draw_figure2(configs, folders, dest, dataset):
     for ax, z in zip(axes, latents):
         curves = {label[c.method]: read_metrics(RunDir(folders[run_name(c)]).metrics_path)
                   for c in configs if c.latent_dim == z}
-        plot_lower_bound(curves, None, title=f"{'MNIST' if dataset == 'mnist' else 'Frey Face'}, $N_z = {z}$", ax=ax)
+        plot_lower_bound(curves, None, title=f"{'MNIST' if dataset == 'mnist' else 'Frey Face'}, $N_z = {z}$", ax=ax,
+                         y_from=_y_from(configs))
     _save(fig, dest / f"figure2-{dataset}")
 
 
@@ -243,7 +249,8 @@ def _draw_figure3(configs, folders, dest):
     for ax, n in zip(axes, sizes):
         curves = {label[c.method]: read_metrics(RunDir(folders[run_name(c)]).metrics_path)
                   for c in configs if c.num_train == n}
-        plot_lower_bound(curves, None, metric="log_marginal", title=f"$N_{{train}} = {n}$", ax=ax)
+        plot_lower_bound(curves, None, metric="log_marginal", title=f"$N_{{train}} = {n}$", ax=ax,
+                         y_from=_y_from(configs))
     _save(fig, dest / "figure3")
 
 
