@@ -187,7 +187,6 @@ def init_world():
         # ("terminate called without an active exception"). Imported first, it holds nothing.
         import torch._dynamo  # noqa: F401
 
-
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"

@@ -232,11 +232,12 @@ def _draw_figure2(configs, folders, dest, dataset):
     latents = sorted({c.latent_dim for c in configs})
     fig, axes = _panels(len(latents))
     label = {"aevb": "AEVB", "wake-sleep": "Wake-Sleep"}
+    y_from = _y_from(configs)
     for ax, z in zip(axes, latents):
         curves = {label[c.method]: read_metrics(RunDir(folders[run_name(c)]).metrics_path)
                   for c in configs if c.latent_dim == z}
         plot_lower_bound(curves, None, title=f"{'MNIST' if dataset == 'mnist' else 'Frey Face'}, $N_z = {z}$", ax=ax,
-                         y_from=_y_from(configs))
+                         y_from=y_from)
     _save(fig, dest / f"figure2-{dataset}")
 
 
@@ -246,11 +247,12 @@ def _draw_figure3(configs, folders, dest):
     sizes = sorted({c.num_train for c in configs})
     fig, axes = _panels(len(sizes), width=4.5, height=3.6)
     label = {"aevb": "AEVB", "wake-sleep": "Wake-Sleep", "mcem": "MCEM"}
+    y_from = _y_from(configs)
     for ax, n in zip(axes, sizes):
         curves = {label[c.method]: read_metrics(RunDir(folders[run_name(c)]).metrics_path)
                   for c in configs if c.num_train == n}
         plot_lower_bound(curves, None, metric="log_marginal", title=f"$N_{{train}} = {n}$", ax=ax,
-                         y_from=_y_from(configs))
+                         y_from=y_from)
     _save(fig, dest / "figure3")
 
 
