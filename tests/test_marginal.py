@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pyro_aevb import hmc
-from pyro_aevb.marginal import _log_joint, _reference_hmc_mcmc, _repeat_rows, log_marginal_likelihood
+from pyro_aevb.marginal import _log_joint, _reference_hmc_mcmc, _repeat_rows, _resampled_init, log_marginal_likelihood
 
 
 def data_plate(x):
@@ -260,6 +260,74 @@ def test_not_mixed_flags_a_bimodal_posterior():
     assert info["not_mixed"].all(), f"R-hat {info['rhat'].tolist()}"
 
 
+class TwoModes:
+    r"""
+    :math:`z \sim \mathcal{N}(0, 1)` and a likelihood with two bumps, a low broad one at -0.5 and a
+    high narrow one at 2,
+
+    .. math:: p(x|z) = 0.05\, e^{-(z + 0.5)^2 / (2 \cdot 0.5^2)} + 10^4\, e^{-(z - 2)^2 / (2 \cdot 0.2^2)},
+
+    so the posterior has a local mode near -0.4 holding 7e-5 of its mass, whose basin (z < 0.82)
+    takes in 80% of the prior's draws, and the rest of the mass at 1.92 (sd 0.197).
+    """
+
+    @staticmethod
+    def log_likelihood(z):
+        low = math.log(0.05) - (z + 0.5) ** 2 / (2 * 0.5**2)
+        high = math.log(1e4) - (z - 2.0) ** 2 / (2 * 0.2**2)
+        return torch.logaddexp(low, high).sum(-1)
+
+    def model(self, x, num_data=None):
+        with data_plate(x):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
+            pyro.factor("x", self.log_likelihood(z))
+
+    def log_px(self):
+        """By quadrature on [-8, 8], spacing 0.0016."""
+        z = torch.linspace(-8.0, 8.0, 10001, dtype=torch.float64)[:, None]
+        log_joint = dist.Normal(0.0, 1.0).log_prob(z).sum(-1) + self.log_likelihood(z)
+        return (log_joint.logsumexp(0) + math.log(z[1, 0] - z[0, 0])).item()
+
+
+def test_hmc_without_guide_starts_chains_near_the_posterior_mass():
+    two = TwoModes()
+    x = torch.zeros(8, 1)
+    exact = two.log_px()
+    # Chains resampled from 1,000 prior draws: the high mode's region (|z - 1.92| < 0.4, prior mass
+    # 0.054) holds about 54 of them and all but 7e-5 of the weight, so all 32 chains start there with
+    # probability 1 - 2e-3. There the posterior is Gaussian to within 7e-5 of its mass: with
+    # q_cov_scale = 0.8 the ratio's relative variance is (0.8 x 1.2)^-1/2 - 1 = 0.02, and 4 x 100
+    # draws (ESS >= 100) give a standard error of 0.014. Tolerance 0.1 (7 SE), as for the
+    # linear-Gaussian model.
+    log_px = log_marginal_likelihood(two.model, x, num_chains=4, num_samples=100)
+    assert ((log_px - exact).abs() < 0.1).all(), f"error {log_px - exact}"
+    # Started from single prior draws, four chains in five settle in the low mode, which 100
+    # warm-up transitions do not leave, and the estimate falls far short for most datapoints (6 to 8
+    # of 8 over ten seeds; all four chains of a datapoint in the high mode has probability 0.2^4).
+    log_px = log_marginal_likelihood(two.model, x, num_chains=4, num_samples=100, init_proposals=1)
+    assert ((log_px - exact) < -1.0).sum() >= 4, f"error {log_px - exact}"
+
+
+@pytest.mark.parametrize("proposal", ["guide", "prior"])
+def test_resampled_init_draws_from_the_posterior(proposal):
+    # Sampling-importance-resampling with K proposals approaches exact posterior draws as K grows.
+    # Proposals: the posterior with 2x its sds, or the prior (sds 1 against the posterior's 0.12 and
+    # 0.24: an importance ESS of about 1,000 x 2 x 0.12 x 0.24 x exp(-|z0|^2 / 2) = 45 of K = 1,000
+    # for a datapoint x = W z0 + b, z0 = (0.5, -0.5)). 200 resampled draws, standardised by the exact
+    # posterior: mean within 5 SE = 5 / sqrt(200) = 0.35 of 0, sd within 0.3 of 1 (5 SE of a sample
+    # sd, 1 / sqrt(400) = 0.05, and the slight underdispersion of resampling finitely many proposals).
+    lg = LinearGaussian()
+    x = lg.decoder(torch.tensor([[0.5, -0.5]])).detach()
+    guide = lg.guide(scale=2.0) if proposal == "guide" else None
+    z = _resampled_init(lg.model, guide, _repeat_rows(x, 200), 1000)
+    u = (z - lg.post_loc(x)) / lg.post_var.sqrt()
+    assert (u.mean(0).abs() < 0.35).all(), f"standardised mean {u.mean(0)}"
+    assert ((u.std(0) - 1).abs() < 0.3).all(), f"standardised sd {u.std(0)}"
+    if proposal == "prior":  # a single proposal is a prior draw: 4 to 8 posterior sds wide
+        u = (_resampled_init(lg.model, None, _repeat_rows(x, 200), 1) - lg.post_loc(x)) / lg.post_var.sqrt()
+        assert (u.std(0) > 3).all(), f"standardised sd {u.std(0)}"
+
+
 def test_hmc_warns_in_high_dimension():
     lg = LinearGaussian(z_dim=6, x_dim=8)
     x = lg.marginal.sample((2,))
@@ -269,8 +337,14 @@ def test_hmc_warns_in_high_dimension():
 
 @pytest.mark.parametrize(
     "estimator, kwargs",
-    [("hmc", dict(q_cov_scale=2.0)), ("hmc", dict(num_chains=0)), ("is", dict()), ("nuts", dict())],
-    ids=["q-too-wide", "no-chains", "is-without-guide", "unknown-estimator"],
+    [
+        ("hmc", dict(q_cov_scale=2.0)),
+        ("hmc", dict(num_chains=0)),
+        ("hmc", dict(init_proposals=0)),
+        ("is", dict()),
+        ("nuts", dict()),
+    ],
+    ids=["q-too-wide", "no-chains", "no-proposals", "is-without-guide", "unknown-estimator"],
 )
 def test_invalid_arguments(estimator, kwargs):
     lg = LinearGaussian()
