@@ -185,7 +185,8 @@ def _add_reproduce(sub):
     a("--eval-points", type=_count, default=20, help="log-spaced evaluations per run [20]")
     a("--lr", type=float, default=0.02, help="Adagrad step size [0.02]")
     a("--jobs", type=_count, default=2,
-      help="runs trained at once, each in its own process [2]")
+      help="runs trained at once, each in its own process, on $OMP_NUM_THREADS threads if set, else "
+           "the cores shared out among them [2]")
     a("--data-dir", help="folder holding the data files [$PYRO_AEVB_DATA, then the user cache folder]")
     a("--out", type=Path, default=Path("results"), help="results folder [results]")
     p.set_defaults(func=_reproduce)

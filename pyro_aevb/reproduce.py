@@ -55,6 +55,21 @@ def is_finished(run_dir, config):
     return bool(rows) and rows[-1]["samples"] >= config.samples
 
 
+def worker_threads(jobs):
+    """
+    PyTorch threads per worker: ``$OMP_NUM_THREADS`` where it is set, else the cores shared out among
+    the ``jobs`` workers. On a machine busy with other work, threads that wait for each other at
+    every parallel region are slow (see the performance notes), and ``OMP_NUM_THREADS=1`` avoids it.
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise UserError(f"OMP_NUM_THREADS must be a whole number, got {value!r}") from None
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def _worker_init(threads, parent):
     import torch
 
@@ -111,7 +126,7 @@ def run_all(configs, out, jobs=1, log=print):
     log(f"{len(configs) - len(todo)} of {len(configs)} runs already finished; training {len(todo)} with {jobs} worker(s)")
     if not todo:
         return folders
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = worker_threads(jobs)
     context = multiprocessing.get_context("spawn")
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop_workers) if main else None

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pyro_aevb.checkpoint import load_checkpoint
-from pyro_aevb.reproduce import FIGURE2_LATENTS, FIGURE5_LATENTS
+from pyro_aevb.errors import UserError
+from pyro_aevb.reproduce import FIGURE2_LATENTS, FIGURE5_LATENTS, worker_threads
 from conftest import wait_for
 
 
@@ -128,3 +129,14 @@ def test_stopped_experiment_leaves_no_worker_training(sig, shared_data, tmp_path
         assert (run / "checkpoint.pt").exists(), (sorted(p.name for p in run.iterdir()), stderr[-3000:])
         state = load_checkpoint(run / "checkpoint.pt")
         assert 0 < state["samples"] < 10**7, f"{run.name}: checkpoint at {state['samples']} samples"
+
+
+def test_worker_threads_follow_omp_num_threads(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [worker_threads(jobs) for jobs in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert worker_threads(1) == 1  # one run on a busy machine: no threads waiting for each other
+    monkeypatch.setenv("OMP_NUM_THREADS", "two")
+    with pytest.raises(UserError, match="OMP_NUM_THREADS"):
+        worker_threads(1)
