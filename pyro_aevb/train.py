@@ -329,7 +329,8 @@ class _Trainer:
         if estimator is not None:
             from .marginal import log_marginal_likelihood
 
-            # A trained encoder is the proposal of "is" and starts the chains of "hmc" near the posterior.
+            # A trained encoder is the proposal of "is" and starts the chains of "hmc" near the posterior;
+            # without one, "hmc" starts them at prior draws resampled by their likelihood.
             guide = self.vae.guide if self.method.has_encoder else None
             for split, x in self.eval_data.items():
                 x = x[: config.log_marginal_points]
