@@ -89,7 +89,8 @@ def _resampled_init(model, guide, x, num_proposals):
         trace = _trace(guide or model, x_rep)
         z = trace.nodes[_LATENT]["value"]
         if guide is None:  # the model's own trace: the weight is the log-density of its other sites
-            log_w = _log_prob_sum(trace, x_rep.shape[0]) - trace.nodes[_LATENT]["log_prob"]
+            log_joint = _log_prob_sum(trace, x_rep.shape[0])  # also fills in each site's "log_prob"
+            log_w = log_joint - trace.nodes[_LATENT]["log_prob"]
         else:
             log_w = _log_joint(model, x_rep, z) - _log_prob_sum(trace, x_rep.shape[0])
         gumbel = -torch.empty_like(log_w).exponential_().log()
@@ -180,7 +181,7 @@ def _hmc_log_marginal(
         raise ValueError(f"init_proposals must be a positive integer, got {init_proposals}")
     x_chains = _repeat_rows(x, num_chains)
     with torch.no_grad():
-        if init_proposals == 1:
+        if init_proposals == 1:  # the draw itself: no weights to compute, no Gumbel noise drawn
             z_init = _trace(guide or model, x_chains).nodes[_LATENT]["value"]
         else:
             z_init = _resampled_init(model, guide, x_chains, int(init_proposals))

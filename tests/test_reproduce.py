@@ -12,6 +12,7 @@ import pytest
 
 from pyro_aevb.checkpoint import load_checkpoint
 from pyro_aevb.errors import UserError
+from pyro_aevb.plots import plot_lower_bound
 from pyro_aevb.reproduce import FIGURE2_LATENTS, FIGURE5_LATENTS, worker_threads
 from conftest import wait_for
 
@@ -140,3 +141,23 @@ def test_worker_threads_follow_omp_num_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "two")
     with pytest.raises(UserError, match="OMP_NUM_THREADS"):
         worker_threads(1)
+
+
+def test_lower_bound_axis_fits_the_points_from_y_from(tmp_path):
+    rows = [
+        {"samples": s, "train_lower_bound": b, "test_lower_bound": b - 1}
+        for s, b in ((10, -500.0), (100, -120.0), (1000, -100.0))
+    ]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plot_lower_bound({"AEVB": rows}, None, ax=ax, y_from=100)
+    low, high = ax.get_ylim()
+    assert -123 < low < -121 and -100 < high < -98, (low, high)  # -121 and -100, padded by 5% of 21
+    fig, ax = plt.subplots()
+    plot_lower_bound({"AEVB": rows}, None, ax=ax)
+    assert ax.get_ylim()[0] < -500
+    plt.close("all")
