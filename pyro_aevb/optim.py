@@ -32,6 +32,11 @@ _ADAGRAD_ARGS = ("lr", "weight_decay", "lr_decay", "eps", "initial_accumulator_v
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def _largest_subnormal(dtype):
+    tiny = torch.tensor(torch.finfo(dtype).tiny, dtype=dtype)
+    return torch.nextafter(tiny, torch.zeros((), dtype=dtype)).item()
+
+
 class FusedAdagrad(PyroOptim):
     r"""
     One :class:`torch.optim.Adagrad` over every parameter that :class:`~pyro.infer.SVI` hands it, with
@@ -61,7 +66,7 @@ class FusedAdagrad(PyroOptim):
         settings it was saved with (a resumed run may change ``lr``).
     """
 
-    def __init__(self, optim_args, implementation="fused", flush_subnormals_every=64):
+    def __init__(self, optim_args, implementation="fused", flush_subnormals_every=16):
         if implementation not in ("fused", "foreach"):
             raise ValueError(f"implementation must be 'fused' or 'foreach', got {implementation!r}")
         if flush_subnormals_every is not None and (int(flush_subnormals_every) != flush_subnormals_every or flush_subnormals_every < 1):
@@ -103,7 +108,8 @@ class FusedAdagrad(PyroOptim):
     def _flush_subnormals(self):
         for p in self._params:
             if p.device.type == "cpu" and p.is_floating_point():
-                p.masked_fill_(p.abs() < torch.finfo(p.dtype).tiny, 0.0)
+                # One in-place pass: hardshrink zeroes |p| <= λ, and λ is the largest subnormal number.
+                torch.hardshrink(p, _largest_subnormal(p.dtype), out=p)
 
     def _add(self, new):
         store = pyro.get_param_store()

@@ -268,14 +268,18 @@ def test_first_step_validates_the_model():
         method.step(_data(), None, NUM_DATA)
 
 
-def test_fused_adagrad_flushes_subnormal_parameters_on_schedule():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_fused_adagrad_flushes_subnormal_parameters_on_schedule(dtype):
     """Every K steps (by the parameters' own step count), values below the smallest normal float become zero."""
-    tiny = torch.finfo(torch.float32).tiny
-    w = pyro.param("w", torch.tensor([1e-40, -1e-41, 0.5, tiny]))
+    tiny = torch.finfo(dtype).tiny
+    values = [tiny / 8, -tiny / 64, 0.5, tiny, -tiny, -tiny * (1 - torch.finfo(dtype).eps)]  # exact in each type
+    w = pyro.param("w", torch.tensor(values, dtype=dtype))
+    assert (w[[0, 1, 5]].abs() < tiny).all() and (w[[0, 1, 5]] != 0).all(), "the test's subnormal values"
     optim = FusedAdagrad({"lr": 1e-3}, flush_subnormals_every=2)
     for step in (1, 2):
-        w.grad = torch.zeros(4)  # a zero gradient and no weight decay: Adagrad leaves w as it is
+        w.grad = torch.zeros_like(w)  # a zero gradient and no weight decay: Adagrad leaves w as it is
         optim([w])
         if step == 1:
-            assert w[0] != 0 and w[1] != 0, "flushed before the K-th step"
-    assert torch.equal(w.detach(), torch.tensor([0.0, 0.0, 0.5, tiny])), f"after K steps: {w.detach().tolist()}"
+            assert (w[[0, 1, 5]] != 0).all(), "flushed before the K-th step"
+    expected = torch.tensor([0.0, 0.0, 0.5, tiny, -tiny, 0.0], dtype=dtype)
+    assert torch.equal(w.detach(), expected), f"after K steps: {w.detach().tolist()}"
