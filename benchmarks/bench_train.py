@@ -30,13 +30,22 @@ and ``plain-B`` draw the same minibatches and the same noise: their test-set bou
 sampling noise where rounding differences grow over training. Pyro's pattern shuffles with its own
 loader, so its bound agrees within sampling noise.
 
-``--samples 1e6`` instead times ``pyro-aevb train`` on MNIST end to end, in a subprocess, and
-reports the ``seconds`` of its ``metrics.csv`` (training steps only) and the whole command's time.
+Every contender first takes ``--warmup-steps`` untimed steps (200): AEVB's first step traces the
+model under Pyro's validation, and in the first hundred steps tens of thousands of weights decay
+through the subnormal range before they are flushed (see ``docs/performance.md``), a start-up
+transient that a long run does not see.
+
+``--samples 1e6`` instead times whole training runs on MNIST, ``--repeats`` times in alternating
+order: ``pyro-aevb train --method aevb`` / ``aevb-mc`` end to end in a subprocess (the ``seconds`` of
+its ``metrics.csv``, training steps only, and the whole command's time) and the plain loops
+``plain-B`` / ``plain-A`` over the same number of samples, their steps timed the same way. They draw
+the same minibatches and noise from the same seed, so each pair ends at the same test-set bound.
 
 Examples::
 
     python benchmarks/bench_train.py --rounds 7 --steps 50 --out bench.json
-    python benchmarks/bench_train.py --samples 1e6
+    python benchmarks/bench_train.py --samples 1e6 --methods aevb plain-B aevb-mc plain-A --repeats 3
+    python benchmarks/bench_train.py --device cuda --batch-size 1000
 
 [1] Auto-Encoding Variational Bayes, Kingma & Welling (2013)
 """
@@ -113,8 +122,9 @@ def plain_loss(vae, x, num_data, estimator):
 class Contender:
     """One way of training, with its own param store and random stream, stepped in turns."""
 
-    def __init__(self, name, what, estimator, vae, step, device):
-        self.name, self.what, self.estimator, self.vae, self._step = name, what, estimator, vae, step
+    def __init__(self, name, what, estimator, vae, fetch, update, device):
+        self.name, self.what, self.estimator, self.vae = name, what, estimator, vae
+        self._fetch, self._update = fetch, update  # a minibatch; one step on it
         self.device = device
         self.samples_per_s, self.samples_per_cpu_s = [], []
         self._store = {"params": {}, "constraints": {}}  # filled in by ParamStoreDict.scope
@@ -132,11 +142,29 @@ class Contender:
             _sync(self.device)
             start, start_cpu, samples = time.perf_counter(), time.process_time(), 0
             for _ in range(steps):
-                samples += self._step()
+                batch = self._fetch()
+                self._update(*batch)
+                samples += len(batch[-1])
             _sync(self.device)
             if timed:
                 self.samples_per_s.append(samples / (time.perf_counter() - start))
                 self.samples_per_cpu_s.append(samples / (time.process_time() - start_cpu))
+
+    def train_steps(self, steps):
+        """
+        ``steps`` steps, timing the steps alone, as ``pyro-aevb train`` times them (its ``seconds``):
+        :returns: the seconds.
+        """
+        seconds = 0.0
+        with self.active():
+            for _ in range(steps):
+                batch = self._fetch()
+                _sync(self.device)
+                start = time.perf_counter()
+                self._update(*batch)
+                _sync(self.device)
+                seconds += time.perf_counter() - start
+        return seconds
 
     def test_bound(self, x, seed):
         with self.active():
@@ -170,6 +198,7 @@ def make_contender(name, dataset, config, device):
     sampler = MinibatchSampler(
         dataset.train, config.batch_size, config.seed, dynamic_binarize=dataset.binarize == "dynamic"
     )
+    fetch = sampler.next  # (idx, x), as pyro-aevb train draws them
 
     if kind == "aevb":
         config.method_options = {k: v for k, v in options.items() if k != "flush"}
@@ -177,10 +206,8 @@ def make_contender(name, dataset, config, device):
         if options.get("flush") is False:  # an ablation: subnormal weights left in place
             method.optim.flush_subnormals_every = None
 
-        def step():
-            idx, x = sampler.next()
+        def update(idx, x):
             method.step(x, idx, num_data)
-            return len(x)
 
         what = f"pyro-aevb train --method {config.method}" + {
             "fast_path": " (fast_path=False: SVI every step)", "flush": " (subnormal weights not flushed)"
@@ -188,14 +215,12 @@ def make_contender(name, dataset, config, device):
     elif kind == "plain":
         optimizer = torch.optim.Adagrad(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay, **options)
 
-        def step():
-            _, x = sampler.next()
+        def update(idx, x):
             loss = plain_loss(vae, x, num_data, estimator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             loss.item()
-            return len(x)
 
         what = "PyTorch loop, torch.optim.Adagrad(" + ("fused=True)" if options else "defaults)")
     else:
@@ -207,20 +232,20 @@ def make_contender(name, dataset, config, device):
         )
         batches = iter(())
 
-        def step():
+        def fetch():
             nonlocal batches
             batch = next(batches, None)
             if batch is None:
                 batches = iter(loader)
                 batch = next(batches)
             x = batch[0].to(device)
-            if dataset.binarize == "dynamic":
-                x = torch.bernoulli(x)
+            return (torch.bernoulli(x) if dataset.binarize == "dynamic" else x,)
+
+        def update(x):
             svi.step(x, num_data)
-            return len(x)
 
         what = f"SVI + {type(elbo).__name__}, pyro.optim.Adagrad, DataLoader"
-    return Contender(name, what, estimator, vae, step, device)
+    return Contender(name, what, estimator, vae, fetch, update, device)
 
 
 # -- reports ---------------------------------------------------------------------------------------
@@ -270,7 +295,9 @@ def compare(args, device):
     results, load = {}, {"start": _load()}
     for model in args.models:
         dataset = load_dataset(model, args.data_dir, device=device, download=False)
-        config = TrainConfig(dataset=model, latent_dim=MODELS[model], seed=args.seed, device=str(device))
+        config = TrainConfig(
+            dataset=model, latent_dim=MODELS[model], seed=args.seed, device=str(device), batch_size=args.batch_size
+        )
         contenders = [make_contender(name, dataset, config, device) for name in args.contenders]
         for c in contenders:  # warm-up, untimed: AEVB's first step is SVI's (with validation)
             c.run(args.warmup_steps, timed=False)
@@ -300,40 +327,94 @@ def compare(args, device):
 
 
 def time_train(args, device):
-    """One ``pyro-aevb train`` run per method on MNIST, in a subprocess; steps-only and total seconds."""
+    """
+    ``--samples``: ``pyro-aevb train`` on MNIST (``aevb``, ``aevb-mc``; in a subprocess, end to end) and
+    the plain loop (``plain-B``, ``plain-A``; in this process), ``--repeats`` times in alternating order.
+    Every run times its steps alone (the ``seconds`` of ``metrics.csv``) and reports the test-set bound.
+    """
+    runs = []
+    for r in range(args.repeats):
+        for method in args.methods if r % 2 == 0 else args.methods[::-1]:
+            load_before = _load()
+            run = _train_cli(method, args, device) if method in METHODS else _train_plain(method, args, device)
+            run.update(method=method, repeat=r, samples_per_s=run["samples"] / run["step_seconds"],
+                       load_average={"start": load_before, "end": _load()})
+            runs.append(run)
+            print(
+                f"{method} ({r + 1}/{args.repeats}): {run['samples']:,} samples, {run['step_seconds']:.1f} s of steps"
+                + (f", {run['total_seconds']:.1f} s in all" if run["total_seconds"] else ""), file=sys.stderr,
+            )
+    summary = []
+    for method in args.methods:
+        mine = [run for run in runs if run["method"] == method]
+        row = {
+            "method": method, "samples": mine[0]["samples"],
+            "step_seconds": [run["step_seconds"] for run in mine], "test_bound": [run["test_bound"] for run in mine],
+            "total_seconds": [run["total_seconds"] for run in mine if run["total_seconds"]],
+        }
+        plain = "plain-" + CONTENDERS[method][1]
+        if plain in args.methods:  # paired by repeat
+            base = [run["step_seconds"] for run in runs if run["method"] == plain]
+            row["ratio"] = statistics.median(b / a for a, b in zip(row["step_seconds"], base))
+        summary.append(row)
+    lines = [
+        "| method | samples | steps, seconds: median [range] | samples/s | vs plain loop | whole command, seconds "
+        "| test bound (nats) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [_samples_row(row) for row in summary]
+    return {"train_runs": runs, "summary": summary}, "\n".join(lines)
+
+
+def _samples_row(row):
+    steps, totals = row["step_seconds"], row["total_seconds"]
+    median = statistics.median(steps)
+    ratio = f"{row['ratio']:.2f}x" if "ratio" in row else ""
+    total = f"{statistics.median(totals):.1f}" if totals else ""
+    bounds = ", ".join(f"{b:.2f}" for b in row["test_bound"])
+    return (
+        f"| {row['method']} | {row['samples']:,} | {median:.1f} [{min(steps):.1f}–{max(steps):.1f}] "
+        f"| {row['samples'] / median:,.0f} | {ratio} | {total} | {bounds} |"
+    )
+
+
+def _train_cli(method, args, device):
+    """``pyro-aevb train --method method`` in a subprocess: its steps' seconds, its whole time and bound."""
     env = dict(os.environ)
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    runs = []
-    for method in args.methods:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "run"
-            command = [
-                sys.executable, "-m", "pyro_aevb", "train", "--dataset", "mnist", "--latent-dim", "20",
-                "--method", method, "--samples", str(args.samples), "--eval-points", "2", "--no-progress",
-                "--data-dir", str(args.data_dir), "--device", str(device), "--seed", str(args.seed), "--out", str(out),
-            ]
-            load_before = _load()
-            start = time.perf_counter()
-            subprocess.run(command, check=True, env=env)
-            total = time.perf_counter() - start
-            with open(out / "metrics.csv", newline="") as f:
-                last = list(csv.DictReader(f))[-1]
-        seconds = float(last["seconds"])
-        runs.append({
-            "method": method, "samples": int(last["samples"]), "step_seconds": seconds,
-            "samples_per_s": int(last["samples"]) / seconds, "total_seconds": total,
-            "test_bound": float(last["test_lower_bound"]), "load_average": {"start": load_before, "end": _load()},
-            "command": " ".join(command[1:]),
-        })
-        print(f"{method}: {runs[-1]['samples']:,} samples, {seconds:.1f} s of steps, {total:.1f} s in all", file=sys.stderr)
-    lines = ["| method | samples | steps, seconds | samples/s | whole command, seconds | test bound (nats) |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in runs:
-        lines.append(
-            f"| {r['method']} | {r['samples']:,} | {r['step_seconds']:.1f} | {r['samples_per_s']:,.0f} "
-            f"| {r['total_seconds']:.1f} | {r['test_bound']:.2f} |"
-        )
-    return {"train_runs": runs}, "\n".join(lines)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        command = [
+            sys.executable, "-m", "pyro_aevb", "train", "--dataset", "mnist", "--latent-dim", "20",
+            "--method", method, "--samples", str(args.samples), "--eval-points", "2", "--no-progress",
+            "--data-dir", str(args.data_dir), "--device", str(device), "--seed", str(args.seed), "--out", str(out),
+            "--batch-size", str(args.batch_size),
+        ]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env=env, stdout=sys.stderr)  # stdout: the table alone
+        total = time.perf_counter() - start
+        with open(out / "metrics.csv", newline="") as f:
+            last = list(csv.DictReader(f))[-1]
+    return {
+        "samples": int(last["samples"]), "step_seconds": float(last["seconds"]), "total_seconds": total,
+        "test_bound": float(last["test_lower_bound"]), "command": " ".join(command[1:]),
+    }
+
+
+def _train_plain(name, args, device):
+    """The plain loop ``name`` over ``args.samples`` MNIST samples, its steps timed as ``pyro-aevb train`` times them."""
+    dataset = load_dataset("mnist", args.data_dir, device=device, download=False)
+    config = TrainConfig(
+        dataset="mnist", latent_dim=MODELS["mnist"], seed=args.seed, device=str(device), batch_size=args.batch_size
+    )
+    contender = make_contender(name, dataset, config, device)
+    steps = math.ceil(args.samples / config.batch_size)
+    seconds = contender.train_steps(steps)
+    return {
+        "samples": steps * config.batch_size, "step_seconds": seconds, "total_seconds": None,
+        "test_bound": contender.test_bound(dataset.eval_split("test"), args.seed + 1),
+    }
 
 
 def main(args):
@@ -341,7 +422,11 @@ def main(args):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     info = machine_info(device)
-    print(f"machine: {info}", file=sys.stderr)
+    print(
+        f"Machine: {info['cpu']}" + (f", {info['gpu']}" if "gpu" in info else "") + f", {info['cores']} cores; "
+        f"torch {info['torch']} ({info['torch_threads']} threads), pyro {info['pyro']}, Python {info['python']}; "
+        f"device {info['device']}\n"
+    )
     if args.samples:
         report, table = time_train(args, device)
     else:
@@ -361,19 +446,31 @@ def _count(text):
     return int(value)
 
 
-if __name__ == "__main__":
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(DEFAULT_CONTENDERS))
     parser.add_argument("--rounds", type=int, default=7, help="turns of every contender [7]")
     parser.add_argument("--steps", type=int, default=50, help="minibatches per contender per round [50]")
-    parser.add_argument("--warmup-steps", type=int, default=5, help="untimed minibatches per contender first [5]")
+    parser.add_argument(
+        "--warmup-steps", type=int, default=200,
+        help="untimed minibatches per contender first, past the start-up transient [200]",
+    )
+    parser.add_argument("--batch-size", type=int, default=100, help="minibatch size M [100, the paper's]")
     parser.add_argument("--eval-points", type=int, default=1000, help="test points for the final bound (at most the test set) [1000]")
     parser.add_argument("--samples", type=_count, help="instead: time `pyro-aevb train` on MNIST for this many samples, e.g. 1e6")
-    parser.add_argument("--methods", nargs="+", choices=["aevb", "aevb-mc"], default=["aevb"], help="with --samples [aevb]")
+    parser.add_argument(
+        "--methods", nargs="+", choices=["aevb", "aevb-mc", "plain-B", "plain-A"], default=["aevb", "plain-B"],
+        help="with --samples: pyro-aevb train's methods and the plain loops [aevb plain-B]",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="with --samples: runs of each method, alternating [1]")
     parser.add_argument("--data-dir", type=Path, default=Path(_default_data_dir()), help="[$PYRO_AEVB_DATA or ../shared/data]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch threads [PyTorch's default: one per core]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the results as JSON here")
-    main(parser.parse_args())
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,84 @@
+"""
+The benchmarks run (at tiny settings: these measure nothing) and what their tables claim holds: the
+contenders that draw the same minibatches and noise end at the same bound.
+"""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from conftest import REPO
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_contenders_reach_the_same_bound(shared_data, tmp_path):
+    """aevb and plain-B (and aevb-mc and plain-A) train on the same minibatches and noise: same test bound."""
+    bench = _script("bench_train")
+    out = tmp_path / "train.json"
+    args = bench.parse_args([
+        "--models", "frey", "--rounds", "2", "--steps", "3", "--warmup-steps", "2", "--eval-points", "50",
+        "--contenders", "aevb", "plain-B", "aevb-mc", "plain-A", "pyro-B", "--data-dir", str(shared_data), "--out", str(out),
+    ])
+    bench.main(args)
+    rows = {row["name"]: row for row in json.loads(out.read_text())["results"]["frey"]}
+    assert set(rows) == {"aevb", "plain-B", "aevb-mc", "plain-A", "pyro-B"}
+    for mine, plain in (("aevb", "plain-B"), ("aevb-mc", "plain-A")):
+        # 11 steps: rounding differences (~1e-7 relative per step) stay far below 1e-3 nats.
+        assert rows[mine]["test_bound"] == pytest.approx(rows[plain]["test_bound"], abs=1e-3)
+        assert len(rows[mine]["samples_per_s"]) == 2 and rows[mine]["ratio"] > 0
+    assert rows["plain-B"]["ratio"] == 1.0
+
+
+def test_million_sample_mode_matches_the_cli_and_the_plain_loop(shared_data, tmp_path):
+    """--samples: pyro-aevb train (a subprocess) and the plain loop, same seed, same bound after training."""
+    bench = _script("bench_train")
+    out = tmp_path / "samples.json"
+    threads = torch.get_num_threads()
+    try:
+        bench.main(bench.parse_args([
+            "--samples", "500", "--methods", "aevb", "plain-B", "--threads", "1",  # one thread each: the same sums
+            "--data-dir", str(shared_data), "--out", str(out),
+        ]))
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(out.read_text())
+    runs = {run["method"]: run for run in report["train_runs"]}
+    assert runs["aevb"]["samples"] == runs["plain-B"]["samples"] == 500
+    assert runs["aevb"]["total_seconds"] > runs["aevb"]["step_seconds"] > 0
+    assert runs["aevb"]["test_bound"] == pytest.approx(runs["plain-B"]["test_bound"], abs=1e-3)
+    assert report["summary"][1]["ratio"] == 1.0
+
+
+def test_marginal_benchmark_runs(shared_data, tmp_path):
+    bench = _script("bench_marginal")
+    out = tmp_path / "marginal.json"
+    bench.main(bench.parse_args([
+        "--num-reference", "1", "--num-data", "3", "--repeats", "1", "--warmup-steps", "3", "--num-samples", "3",
+        "--data", "mnist", "--data-dir", str(shared_data), "--out", str(out),
+    ]))
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["datapoints"] for row in rows] == [1, 1, 3]
+    assert all(row["wall_s"] > 0 for row in rows)
+
+
+def test_bench_all_parts():
+    """The one command's parts: both thread settings, the million samples, the marginal likelihood; more M on a GPU."""
+    bench = _script("bench_all")
+    cpu = bench.parts(bench.parse_args(["--data-dir", "data"]))
+    assert [title for title, _, _ in cpu] == [
+        "Training throughput, PyTorch's default threads", "Training throughput, one thread",
+        "One million MNIST samples", "Marginal likelihood estimator (Appendix D)",
+    ]
+    assert "1e6" in cpu[2][2] and all("--data-dir" in arguments for _, _, arguments in cpu)
+    gpu = bench.parts(bench.parse_args(["--device", "cuda", "--data-dir", "data"]))
+    sizes = [arguments[arguments.index("--batch-size") + 1] for _, _, arguments in gpu if "--batch-size" in arguments]
+    assert sizes == ["1000", "10000"]
+    assert all(arguments[arguments.index("--device") + 1] == "cuda" for _, _, arguments in gpu)
