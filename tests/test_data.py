@@ -21,8 +21,9 @@ from pyro_aevb.data import (
     resolve_data_dir,
 )
 
+from conftest import DEVICES
+
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
 
 def _copy_mnist(shared_data, tmp_path, corrupt_name):

@@ -23,6 +23,8 @@ from pyro_aevb.optim import FusedAdagrad
 from pyro_aevb.variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
 from pyro_aevb.vae import VAE, data_plate
 
+from conftest import DEVICES
+
 X_DIM, Z_DIM, HIDDEN, NUM_DATA = 12, 3, 8, 50
 LR, WEIGHT_DECAY = 0.1, 1.0
 # Four float32 Adagrad steps from paths that round differently (closed forms vs distributions, fused
@@ -113,12 +115,14 @@ def test_direct_estimator_is_pyros_elbo(estimator, likelihood, num_particles):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6, msg=lambda m: f"gradient of {name}: {m}")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("estimator, likelihood, num_particles", CASES)
-def test_fast_path_trains_as_pyros_reference(estimator, likelihood, num_particles):
-    x = _data(likelihood)
-    expected = _reference_params(lambda: _vae(likelihood=likelihood), x, estimator, num_particles)
-    method = _train_aevb(_vae(likelihood=likelihood), x, estimator, num_particles)
+def test_fast_path_trains_as_pyros_reference(estimator, likelihood, num_particles, device):
+    x = _data(likelihood).to(device)
+    expected = _reference_params(lambda: _vae(likelihood=likelihood).to(device), x, estimator, num_particles)
+    method = _train_aevb(_vae(likelihood=likelihood).to(device), x, estimator, num_particles)
     assert method.uses_fast_path, "a plain VAE should train on the direct path"
+    assert all(p.device.type == device for p in _store_values().values())
     _assert_same_params(_store_values(), expected, "fast path vs stock SVI + pyro.optim.Adagrad")
 
 

@@ -9,6 +9,8 @@ from torch import nn
 from pyro_aevb import hmc
 from pyro_aevb.marginal import _log_joint, _reference_hmc_mcmc, _repeat_rows, _resampled_init, log_marginal_likelihood
 
+from conftest import DEVICES
+
 
 def data_plate(x):
     return pyro.plate("data", x.shape[0], subsample=torch.arange(x.shape[0]))
@@ -160,17 +162,20 @@ def test_is_is_a_lower_bound_in_expectation():
     assert gap < 0, "the bias of the IS estimate should be visible (negative) at K = 10"
 
 
-def test_hmc_linear_gaussian():
+@pytest.mark.parametrize("device", DEVICES)
+def test_hmc_linear_gaussian(device):
     lg = LinearGaussian()
     x = lg.marginal.sample((8,))
+    lg.decoder.to(device)
     num_chains, num_samples = 4, 100
     log_px, info = log_marginal_likelihood(
-        lg.model, x, num_chains=num_chains, num_samples=num_samples, return_diagnostics=True
+        lg.model, x.to(device), num_chains=num_chains, num_samples=num_samples, return_diagnostics=True
     )
+    assert log_px.device.type == device
     # With q fitted exactly (covariance scaled by s = 0.8) the ratio q/p(z|x) has relative variance
     # (s (2 - s))^{-Nz/2} - 1 = 0.04; with L = 4 x 100 = 400 draws and an ESS of at least L/4, the
     # standard error is sqrt(0.04 / 100) = 0.02. Tolerance 0.1 (5 SE), left also for the error of the fit.
-    error = (log_px - lg.marginal.log_prob(x)).abs().max()
+    error = (log_px.cpu() - lg.marginal.log_prob(x)).abs().max()
     assert error < 0.1, f"error {error:.4f}"
     assert not info["not_mixed"].any(), f"R-hat {info['rhat'].tolist()}"
     assert info["rhat"].shape == info["ess"].shape == info["stderr"].shape == (8,)
