@@ -6,15 +6,16 @@ Two measurements, printed as a Markdown table of medians over ``--repeats`` runs
 
 1. The vectorised estimator (all chains of all datapoints in one batch) against the obvious
    implementation, Pyro's ``HMC`` kernel run through ``MCMC`` one chain of one datapoint at a time
-   (:func:`pyro_aevb.marginal._reference_hmc_mcmc`), at equal settings (no step-size jitter) on the
-   same ``--num-reference`` datapoints.
+   (:func:`pyro_aevb.marginal._reference_hmc_mcmc`), at equal settings (no step-size jitter, each
+   chain started at one draw of the prior) on the same ``--num-reference`` datapoints.
 2. The setting of Figure 3 of [1]: a decoder ``3 -> 100 (tanh) -> 784`` with Bernoulli outputs and
    random :math:`N(0, \\text{init\\_std}^2)` weights, ``--num-data`` datapoints, the estimator at the
-   paper's settings (4 leapfrog steps, L = 50 draws per chain).
+   paper's settings (4 leapfrog steps, L = 50 draws per chain) and its own defaults (jittered step
+   sizes; chains started at prior draws resampled by their likelihood).
 
 Example::
 
-    python benchmarks/bench_marginal.py --num-reference 20 --num-data 1000 --repeats 3
+    python benchmarks/bench_marginal.py --num-reference 20 --num-data 1000 --repeats 3 --data mnist
 
 [1] Auto-Encoding Variational Bayes, Kingma & Welling (2013)
 """

@@ -424,7 +424,7 @@ def main(args):
     info = machine_info(device)
     print(
         f"Machine: {info['cpu']}" + (f", {info['gpu']}" if "gpu" in info else "") + f", {info['cores']} cores; "
-        f"torch {info['torch']} ({info['torch_threads']} threads), pyro {info['pyro']}, Python {info['python']}; "
+        f"torch {info['torch']} ({info['torch_threads']} thread{'s' if info['torch_threads'] != 1 else ''}), pyro {info['pyro']}, Python {info['python']}; "
         f"device {info['device']}\n"
     )
     if args.samples:
