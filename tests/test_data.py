@@ -293,3 +293,22 @@ def test_check_support_rejects(value, likelihood, match):
 def test_check_support_accepts():
     check_support(torch.tensor([0.0, 1.0, 0.5]), "bernoulli")
     check_support(torch.tensor([-3.0, 7.0]), "gaussian")
+
+
+def test_mnist_reads_as_torchvision_does(shared_data):
+    """The idx reader gives torchvision's MNIST tensors, pixel for pixel."""
+    from torchvision.datasets import MNIST
+
+    dataset = load_dataset("mnist", shared_data, binarize="none", download=False)
+    for split, train in (("train", True), ("test", False)):
+        expected = MNIST(root=shared_data, train=train, download=False).data.flatten(1).float().div_(255)
+        assert torch.equal(getattr(dataset, split), expected), split
+
+
+def test_idx_reader_refuses_other_files(tmp_path):
+    from pyro_aevb.data import _read_idx_images
+
+    labels = tmp_path / "labels-idx1-ubyte"
+    labels.write_bytes((2049).to_bytes(4, "big") + (3).to_bytes(4, "big") + bytes(3))
+    with pytest.raises(DataError, match="not an idx file of images.*magic number 2049"):
+        _read_idx_images(labels)
