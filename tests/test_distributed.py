@@ -137,7 +137,9 @@ param = pyro.param("w", torch.randn(5))
 with world.reduce_gradients():
     FusedAdagrad({"lr": 0.1})([param])  # torch.optim's first step, as training takes it
 world.close()
-print("threads", before, threads())
+# One file per rank: two ranks printing to one pipe can interleave their lines.
+with open(os.path.join(sys.argv[1], "threads-" + os.environ["RANK"]), "w") as f:
+    f.write(f"{before} {threads()}")
 """
 
 
@@ -150,10 +152,10 @@ def test_closing_the_world_stops_the_process_group_threads(tmp_path):
     script = tmp_path / "close.py"
     script.write_text(_CLOSE_SCRIPT)
     command = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node=2", "--standalone",
-               str(script)]
+               str(script), str(tmp_path)]
     done = run(command, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    counts = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("threads")]
-    assert len(counts) == 2, done.stdout
+    counts = [path.read_text().split() for path in sorted(tmp_path.glob("threads-*"))]
+    assert len(counts) == 2, f"one count per rank expected, found {counts}"
     for before, after in counts:
         assert int(after) <= int(before), f"{after} threads after close, {before} before the job began"
