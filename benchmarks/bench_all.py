@@ -7,7 +7,9 @@ Every benchmark of ``docs/performance.md`` in one command, one after the other o
 2. one million MNIST training samples (``bench_train.py --samples``): ``pyro-aevb train`` end to end
    against the plain loop, three times each;
 3. the marginal-likelihood estimator of Appendix D (``bench_marginal.py``): vectorised against Pyro's
-   ``MCMC``, one chain of one datapoint at a time, at equal settings, and at the setting of Figure 3.
+   ``MCMC``, one chain of one datapoint at a time, at equal settings, and at the setting of Figure 3;
+4. the pieces of a training step and of the command around it (``bench_parts.py``), the figures
+   that the text of ``docs/performance.md`` quotes.
 
 Each part runs in its own process (so that its thread setting is its own) and prints a Markdown table;
 this script collects the tables, each under the command that made it, with the machine and the load
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TRAIN, MARGINAL = HERE / "bench_train.py", HERE / "bench_marginal.py"
+TRAIN, MARGINAL, PIECES = HERE / "bench_train.py", HERE / "bench_marginal.py", HERE / "bench_parts.py"
 ALL_CONTENDERS = ["aevb", "aevb-mc", "plain-B", "plain-A", "pyro-B", "pyro-A", "aevb-svi", "aevb-noflush", "plain-B-default"]
 
 
@@ -39,10 +41,12 @@ def parts(args):
         rounds = ["--rounds", "1", "--steps", "2", "--warmup-steps", "1", "--eval-points", "10"]
         samples, repeats = "1000", "1"
         marginal = ["--num-reference", "1", "--num-data", "4", "--repeats", "1", "--warmup-steps", "4", "--num-samples", "4"]
+        pieces = ["--repeats", "1", "--plain-steps", "1000"]
     else:
         rounds = ["--rounds", "11", "--steps", "30"]
         samples, repeats = "1e6", "3"
         marginal = ["--num-reference", "20", "--num-data", "1000", "--repeats", "3"]
+        pieces = []
     marginal += ["--data", "mnist"]
     device = ["--device", args.device]
     found = [
@@ -54,6 +58,7 @@ def parts(args):
             ["--samples", samples, "--methods", "aevb", "plain-B", "aevb-mc", "plain-A", "--repeats", repeats] + device,
         ),
         ("Marginal likelihood estimator (Appendix D)", MARGINAL, marginal + device),
+        ("The pieces of a step and of the command (CPU)", PIECES, pieces),
     ]
     if args.device != "cpu":  # larger minibatches, where an accelerator has the width for them
         larger = ["--models", "mnist", "--contenders", "aevb", "plain-B", "pyro-B"] + device  # Frey Face has 1,765 frames

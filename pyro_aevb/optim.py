@@ -22,6 +22,8 @@ Gaussian prior on :math:`\theta`) is
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """
 
+import functools
+
 import pyro
 import torch
 from pyro.optim import PyroOptim
@@ -32,6 +34,7 @@ _ADAGRAD_ARGS = ("lr", "weight_decay", "lr_decay", "eps", "initial_accumulator_v
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+@functools.cache
 def _largest_subnormal(dtype):
     tiny = torch.tensor(torch.finfo(dtype).tiny, dtype=dtype)
     return torch.nextafter(tiny, torch.zeros((), dtype=dtype)).item()

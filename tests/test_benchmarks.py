@@ -5,6 +5,7 @@ contenders that draw the same minibatches and noise end at the same bound.
 
 import importlib.util
 import json
+import sys
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from conftest import REPO
 
 
 def _script(name):
+    sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import each other, as when run from there
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -76,9 +78,28 @@ def test_bench_all_parts():
     assert [title for title, _, _ in cpu] == [
         "Training throughput, PyTorch's default threads", "Training throughput, one thread",
         "One million MNIST samples", "Marginal likelihood estimator (Appendix D)",
+        "The pieces of a step and of the command (CPU)",
     ]
     assert "1e6" in cpu[2][2] and all("--data-dir" in arguments for _, _, arguments in cpu)
     gpu = bench.parts(bench.parse_args(["--device", "cuda", "--data-dir", "data"]))
     sizes = [arguments[arguments.index("--batch-size") + 1] for _, _, arguments in gpu if "--batch-size" in arguments]
     assert sizes == ["1000", "10000"]
-    assert all(arguments[arguments.index("--device") + 1] == "cuda" for _, _, arguments in gpu)
+    assert all(arguments[arguments.index("--device") + 1] == "cuda" for _, script, arguments in gpu if script != bench.PIECES)
+
+
+def test_pieces_benchmark_runs(shared_data, tmp_path):
+    """Every part runs; the flush leaves no subnormal weight at step 50, the 64-step schedule leaves many."""
+    bench = _script("bench_parts")
+    threads = torch.get_num_threads()
+    try:
+        report = bench.main(bench.parse_args([
+            "--repeats", "1", "--plain-steps", "1000", "--threads", "1", "--parts", "flush", "sparse", "minibatch",
+            "transient", "subnormals", "--data-dir", str(shared_data), "--out", str(tmp_path / "parts.json"),
+        ]))
+    finally:
+        torch.set_num_threads(threads)
+    assert set(report) == {"flush", "sparse", "minibatch", "transient", "subnormals"}
+    counts = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in report["transient"].splitlines()
+              if "subnormal weights at step 50" in line}
+    assert int(counts["flush every 64 steps: subnormal weights at step 50"].replace(",", "")) > 1000
+    assert counts["flush-to-zero mode on (the floor): subnormal weights at step 50"] == "0"
