@@ -20,7 +20,7 @@ the command around it, each timed on its own, as Markdown tables of medians.
 
 Example::
 
-    python benchmarks/bench_parts.py                      # about 3 minutes on 2 cores
+    python benchmarks/bench_parts.py                      # about 4 minutes on 2 cores
     python benchmarks/bench_parts.py --parts flush sparse --threads 1
 """
 
