@@ -1,12 +1,12 @@
 """
 Timing of the marginal likelihood estimator of Appendix D of [1] (``estimator="hmc"`` of
-:func:`pyro_aevb.marginal.log_marginal_likelihood`).
+:func:`pyro_aevb.infer.marginal.log_marginal_likelihood`).
 
 Two measurements, printed as a Markdown table of medians over ``--repeats`` runs:
 
 1. The vectorised estimator (all chains of all datapoints in one batch) against the obvious
    implementation, Pyro's ``HMC`` kernel run through ``MCMC`` one chain of one datapoint at a time
-   (:func:`pyro_aevb.marginal._reference_hmc_mcmc`), at equal settings (no step-size jitter, each
+   (:func:`pyro_aevb.infer.marginal._reference_hmc_mcmc`), at equal settings (no step-size jitter, each
    chain started at one draw of the prior) on the same ``--num-reference`` datapoints.
 2. The setting of Figure 3 of [1]: a decoder ``3 -> 100 (tanh) -> 784`` with Bernoulli outputs and
    random :math:`N(0, \\text{init\\_std}^2)` weights, ``--num-data`` datapoints, the estimator at the
@@ -73,7 +73,7 @@ def main(args):
     import pyro
     import torch
 
-    from pyro_aevb.marginal import _reference_hmc_mcmc, log_marginal_likelihood
+    from pyro_aevb.infer.marginal import _reference_hmc_mcmc, log_marginal_likelihood
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 
 from bench_train import MODELS, _default_data_dir, make_contender
-from pyro_aevb.aevb import AEVB
+from pyro_aevb.infer.aevb import AEVB
 from pyro_aevb.data import MinibatchSampler, load_dataset
 from pyro_aevb.optim import FusedAdagrad
-from pyro_aevb.train import TrainConfig
-from pyro_aevb.vae import VAE
+from pyro_aevb.experiment.train import TrainConfig
+from pyro_aevb.models.vae import VAE
 
 PARTS = ("flush", "sparse", "minibatch", "transient", "subnormals", "startup")
 TINY = torch.finfo(torch.float32).tiny
@@ -190,7 +190,7 @@ def part_startup(args):
     snippets = {
         "import torch": "import torch",
         "import torchvision (after torch)": "import torch; t = time.perf_counter(); import torchvision",
-        "import pyro_aevb.cli and pyro_aevb.train": "import pyro_aevb.cli, pyro_aevb.train",
+        "import pyro_aevb.experiment.cli and pyro_aevb.experiment.train": "import pyro_aevb.experiment.cli, pyro_aevb.experiment.train",
         "load MNIST with pyro_aevb (after imports)": (
             "from pyro_aevb.data import load_dataset; t = time.perf_counter(); "
             f"load_dataset('mnist', {str(args.data_dir)!r}, download=False)"

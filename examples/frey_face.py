@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 import pyro_aevb
-from pyro_aevb.plots import plot_manifold
+from pyro_aevb.experiment.plots import plot_manifold
 
 
 def main(args):

@@ -6,17 +6,17 @@ pyro-aevb: Auto-Encoding Variational Bayes (Kingma & Welling, 2013) as a probabi
 
 __version__ = "0.1.0"
 
-from .aevb import AEVB, PAPER_STEP_SIZES
-from .data import DATASETS, Dataset, DataError, MinibatchSampler, load_dataset
-from .errors import ConfigError, RunDirError, TrainingDiverged, UserError
-from .evaluate import lower_bound, make_elbo
-from .marginal import log_marginal_likelihood
-from .mcem import MCEM, ImportanceMCEM
-from .nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, init_normal_
-from .train import METHODS, TrainConfig, load_run, train
-from .vae import VAE, data_plate
-from .variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
-from .wake_sleep import WakeSleep
+from pyro_aevb.infer.aevb import AEVB, PAPER_STEP_SIZES
+from pyro_aevb.data import DATASETS, Dataset, DataError, MinibatchSampler, load_dataset
+from pyro_aevb.errors import ConfigError, RunDirError, TrainingDiverged, UserError
+from pyro_aevb.infer.elbo import lower_bound, make_elbo
+from pyro_aevb.infer.marginal import log_marginal_likelihood
+from pyro_aevb.infer.mcem import MCEM, ImportanceMCEM
+from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, init_normal_
+from pyro_aevb.experiment.train import METHODS, TrainConfig, load_run, train
+from pyro_aevb.models.vae import VAE, data_plate
+from pyro_aevb.models.variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
+from pyro_aevb.infer.wake_sleep import WakeSleep
 
 __all__ = [
     "AEVB",

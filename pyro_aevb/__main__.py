@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from pyro_aevb.experiment.cli import main
 
 sys.exit(main())

@@ -47,7 +47,7 @@ import urllib.request
 import numpy as np
 import torch
 
-from .errors import UserError
+from pyro_aevb.errors import UserError
 
 __all__ = [
     "DATASETS",

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pyro_aevb import ConfigError, TrainConfig, load_run
-from pyro_aevb.distributed import GlobalDraws, World
-from pyro_aevb.rundir import RunDir, read_metrics
-from pyro_aevb.train import _Trainer
+from pyro_aevb.experiment.distributed import GlobalDraws, World
+from pyro_aevb.experiment.rundir import RunDir, read_metrics
+from pyro_aevb.experiment.train import _Trainer
 
 TINY = ["--dataset", "mnist5k", "--latent-dim", 2, "--hidden", 20, "--eval-points", 3,
         "--eval-train-points", 200, "--checkpoint-every", 500, "--no-progress"]
@@ -126,7 +126,7 @@ def test_two_processes_equal_one(args, tmp_path):
 
 _CLOSE_SCRIPT = """
 import os, sys, torch, pyro
-from pyro_aevb import distributed
+from pyro_aevb.experiment import distributed
 from pyro_aevb.optim import FusedAdagrad
 
 threads = lambda: len(os.listdir("/proc/self/task"))

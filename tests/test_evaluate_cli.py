@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from pyro_aevb import TrainConfig, train
-from pyro_aevb.report import evaluate_run
+from pyro_aevb.experiment.evaluate import evaluate_run
 
 
 @pytest.fixture(scope="module")

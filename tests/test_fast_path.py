@@ -1,7 +1,7 @@
 """
 AEVB's fast path against Pyro's reference path (stock ``SVI`` + ``pyro.optim.Adagrad`` + Pyro's ELBO).
 
-The direct estimator (:func:`pyro_aevb.aevb.sgvb_loss`) must compute Pyro's objective with Pyro's random
+The direct estimator (:func:`pyro_aevb.infer.aevb.sgvb_loss`) must compute Pyro's objective with Pyro's random
 draws, :class:`~pyro_aevb.optim.FusedAdagrad` must make Adagrad's update, models that the direct
 estimator cannot compute must still train through SVI, and a checkpoint must resume exactly.
 """
@@ -15,13 +15,13 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 
-from pyro_aevb.aevb import AEVB
-from pyro_aevb.sgvb import sgvb_loss
-from pyro_aevb.checkpoint import restore_param_store
-from pyro_aevb.evaluate import make_elbo
+from pyro_aevb.infer.aevb import AEVB
+from pyro_aevb.infer.sgvb import sgvb_loss
+from pyro_aevb.experiment.checkpoint import restore_param_store
+from pyro_aevb.infer.elbo import make_elbo
 from pyro_aevb.optim import FusedAdagrad
-from pyro_aevb.variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
-from pyro_aevb.vae import VAE, data_plate
+from pyro_aevb.models.variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
+from pyro_aevb.models.vae import VAE, data_plate
 
 from conftest import DEVICES
 

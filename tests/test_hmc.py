@@ -4,7 +4,7 @@ import pytest
 import torch
 from pyro.ops.dual_averaging import DualAveraging
 
-from pyro_aevb.hmc import StepSizeAdapter, find_reasonable_step_size, hmc_step, sample
+from pyro_aevb.infer.hmc import StepSizeAdapter, find_reasonable_step_size, hmc_step, sample
 
 
 def gaussian_targets(scales, locs, chains_per_target):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pyro_aevb import hmc
-from pyro_aevb.marginal import _log_joint, _reference_hmc_mcmc, _repeat_rows, _resampled_init, log_marginal_likelihood
+from pyro_aevb.infer import hmc
+from pyro_aevb.infer.marginal import _log_joint, _reference_hmc_mcmc, _repeat_rows, _resampled_init, log_marginal_likelihood
 
 from conftest import DEVICES
 

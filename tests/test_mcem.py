@@ -7,8 +7,8 @@ import torch
 from linear_gaussian import LinearGaussianVAE, ppca_data, ppca_max_log_likelihood, tiny_run_metrics
 
 from pyro_aevb import VAE, TrainConfig
-from pyro_aevb.hmc import hmc_step
-from pyro_aevb.mcem import MCEM, ImportanceMCEM, log_joint
+from pyro_aevb.infer.hmc import hmc_step
+from pyro_aevb.infer.mcem import MCEM, ImportanceMCEM, log_joint
 
 METHOD_CLASSES = {"mcem": MCEM, "mcem-is": ImportanceMCEM}
 

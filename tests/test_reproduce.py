@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pyro_aevb.checkpoint import load_checkpoint
+from pyro_aevb.experiment.checkpoint import load_checkpoint
 from pyro_aevb.errors import UserError
-from pyro_aevb.plots import plot_lower_bound
-from pyro_aevb.reproduce import FIGURE2_LATENTS, FIGURE5_LATENTS, worker_threads
+from pyro_aevb.experiment.plots import plot_lower_bound
+from pyro_aevb.experiment.reproduce import FIGURE2_LATENTS, FIGURE5_LATENTS, worker_threads
 from conftest import wait_for
 
 

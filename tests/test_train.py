@@ -255,7 +255,7 @@ def test_a_second_sigterm_still_lets_the_checkpoint_be_written():
     SIGTERM only asks for a stop at the end of the step, however often it comes (reproduce and a worker's
     parent watch both send one); a second Ctrl-C (SIGINT) stops at once.
     """
-    from pyro_aevb.train import _InterruptFlag
+    from pyro_aevb.experiment.train import _InterruptFlag
 
     with _InterruptFlag() as flag:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -1,5 +1,5 @@
 """
-Swapping the prior or the likelihood changes the model only: each variant of pyro_aevb.variants trains
+Swapping the prior or the likelihood changes the model only: each variant of pyro_aevb.models.variants trains
 through the public API and the CLI, reloads, and is evaluated by both lower-bound estimators and both
 marginal-likelihood estimators, with no change anywhere else.
 """
@@ -14,8 +14,8 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_aevb import METHODS, TrainConfig, load_dataset, load_run, lower_bound, train
-from pyro_aevb.marginal import log_marginal_likelihood
-from pyro_aevb.variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
+from pyro_aevb.infer.marginal import log_marginal_likelihood
+from pyro_aevb.models.variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
 
 # variant -> (class, dataset, binarize, lowest acceptable log p(x) and bound per datapoint, highest).
 # Binary MNIST: a probability, below 0, and above the 784 log 2 = 543 nats of a fair coin per pixel,
@@ -41,7 +41,7 @@ def _config(variant, data_dir):
     cls, dataset, binarize, _, _ = VARIANTS[variant]
     return TrainConfig(
         dataset=dataset, data_dir=data_dir, binarize=binarize,
-        model_class=f"pyro_aevb.variants:{cls.__name__}", **SETTINGS,
+        model_class=f"pyro_aevb.models.variants:{cls.__name__}", **SETTINGS,
     )
 
 
@@ -75,7 +75,7 @@ def api_runs(tmp_path_factory):
             runs[variant] = tmp_path_factory.mktemp(variant) / "run"
             # Parsing mnist5k costs seconds; the training runs share the test's parsed copy.
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(sys.modules["pyro_aevb.train"], "load_dataset", _cached_load_dataset)
+                patch.setattr(sys.modules["pyro_aevb.experiment.train"], "load_dataset", _cached_load_dataset)
                 train(_config(variant, data_dir), runs[variant], progress=False)
         return runs[variant]
 

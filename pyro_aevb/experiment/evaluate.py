@@ -10,10 +10,10 @@ import time
 
 import torch
 
-from .data import load_dataset
-from .evaluate import lower_bound
-from .marginal import log_marginal_likelihood
-from .train import load_run
+from pyro_aevb.data import load_dataset
+from pyro_aevb.infer.elbo import lower_bound
+from pyro_aevb.infer.marginal import log_marginal_likelihood
+from pyro_aevb.experiment.train import load_run
 
 __all__ = ["evaluate_run"]
 

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, TrainingDiverged, UserError
+from pyro_aevb.errors import ConfigError, TrainingDiverged, UserError
 
 __all__ = ["build_parser", "main"]
 
@@ -47,7 +47,7 @@ def _option(text):
 
 
 def _add_train(sub):
-    from .train import DEFAULT_HIDDEN, METHODS, TrainConfig
+    from pyro_aevb.experiment.train import DEFAULT_HIDDEN, METHODS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -96,7 +96,7 @@ def _add_train(sub):
 
 
 def _train(args):
-    from .train import TrainConfig, train
+    from pyro_aevb.experiment.train import TrainConfig, train
 
     given = {
         f.name: getattr(args, f.name)
@@ -146,7 +146,7 @@ def _add_evaluate(sub):
 
 
 def _evaluate(args):
-    from .report import evaluate_run
+    from pyro_aevb.experiment.evaluate import evaluate_run
 
     names = ("num_samples", "num_chains", "warmup_steps", "num_steps")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
@@ -193,7 +193,7 @@ def _add_reproduce(sub):
 
 
 def _reproduce(args):
-    from .reproduce import reproduce
+    from pyro_aevb.experiment.reproduce import reproduce
 
     reproduce(args.experiment, out=args.out, dataset=args.dataset, samples=args.samples, jobs=args.jobs,
               data_dir=args.data_dir, num_train=tuple(args.num_train), log_marginal_points=args.log_marginal_points,

@@ -16,7 +16,7 @@ The latent site is ``"z"`` (event shape ``[z_dim]``) and the observed site is ``
 ``[x_dim]``). Any model with those two sites inside that plate works with every part of this library:
 training (both SGVB estimators, wake-sleep, MCEM), both marginal-likelihood estimators and the plots.
 To change the prior or the likelihood, subclass :class:`VAE` and write another ``model``; see
-:mod:`pyro_aevb.variants` for worked examples.
+:mod:`pyro_aevb.models.variants` for worked examples.
 
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """
@@ -26,7 +26,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder
+from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder
 
 __all__ = ["LIKELIHOODS", "VAE", "data_plate"]
 

@@ -1,8 +1,8 @@
 r"""
 The SGVB estimators of [1] for the paper's own model, written out in closed form: the fast path of
-:class:`~pyro_aevb.aevb.AEVB`.
+:class:`~pyro_aevb.infer.aevb.AEVB`.
 
-For a :class:`~pyro_aevb.vae.VAE` whose ``model`` and ``guide`` are the class's own, the recognition
+For a :class:`~pyro_aevb.models.vae.VAE` whose ``model`` and ``guide`` are the class's own, the recognition
 model is :math:`q_\phi(z|x) = \mathcal{N}(z; \mu, \sigma^2 I)` (Eq. (9)), the prior is
 :math:`\mathcal{N}(0, I)` and :math:`z = \mu + \sigma \odot \epsilon` with
 :math:`\epsilon \sim \mathcal{N}(0, I)`. Over a minibatch :math:`X^M` of a data set of size :math:`N`,
@@ -20,7 +20,7 @@ model is :math:`q_\phi(z|x) = \mathcal{N}(z; \mu, \sigma^2 I)` (Eq. (9)), the pr
 
 where, at the drawn :math:`z`, :math:`\log p(z) - \log q(z|x) = \sum_j -\tfrac12 z_j^2 + \tfrac12
 \epsilon_j^2 + \log\sigma_j`. The log-likelihood is Eq. (11) (Bernoulli, from the decoder's logits) or
-Eq. (12) (Gaussian) when the model keeps :meth:`VAE.observation_dist <pyro_aevb.vae.VAE.observation_dist>`,
+Eq. (12) (Gaussian) when the model keeps :meth:`VAE.observation_dist <pyro_aevb.models.vae.VAE.observation_dist>`,
 and the swapped distribution's ``log_prob`` otherwise.
 
 These are the quantities that :class:`~pyro.infer.Trace_ELBO` and
@@ -36,7 +36,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .vae import VAE
+from pyro_aevb.models.vae import VAE
 
 __all__ = ["gaussian_neg_kl", "log_likelihood", "sgvb_loss"]
 
@@ -54,7 +54,7 @@ def gaussian_neg_kl(z_loc, z_scale):
 def log_likelihood(vae, z, x):
     r"""
     :math:`\log p_\theta(x|z)`, summed over the pixels: Eq. (11) or Eq. (12) of [1] in closed form for
-    :meth:`VAE.observation_dist <pyro_aevb.vae.VAE.observation_dist>` itself, else
+    :meth:`VAE.observation_dist <pyro_aevb.models.vae.VAE.observation_dist>` itself, else
     ``vae.observation_dist(z).log_prob(x)``.
 
     :param VAE vae: the model.
@@ -75,19 +75,19 @@ def log_likelihood(vae, z, x):
 def sgvb_loss(vae, x, num_data=None, estimator="B", num_particles=1):
     r"""
     The negative SGVB estimate :math:`-\widetilde{\mathcal{L}}^A` (``estimator="A"``) or
-    :math:`-\widetilde{\mathcal{L}}^B` (``"B"``) for a :class:`~pyro_aevb.vae.VAE` with the class's own
+    :math:`-\widetilde{\mathcal{L}}^B` (``"B"``) for a :class:`~pyro_aevb.models.vae.VAE` with the class's own
     ``model`` and ``guide``.
 
     :param VAE vae: the model.
     :param torch.Tensor x: a minibatch ``[M, x_dim]``.
-    :param int num_data: N; ``None`` means ``M`` (scale 1), as in :func:`~pyro_aevb.vae.data_plate`.
+    :param int num_data: N; ``None`` means ``M`` (scale 1), as in :func:`~pyro_aevb.models.vae.data_plate`.
     :param str estimator: ``"A"`` or ``"B"``.
     :param int num_particles: L, draws of z per datapoint, made at once.
     :returns: a scalar tensor to differentiate.
 
     .. warning:: A subclass that overrides ``model`` or ``guide`` (another prior, another recognition
         model) is not this estimator's: train it through :class:`~pyro.infer.SVI`, as
-        :class:`~pyro_aevb.aevb.AEVB` does.
+        :class:`~pyro_aevb.infer.aevb.AEVB` does.
     """
     batch_size = x.shape[0]
     if num_data is not None and int(num_data) < batch_size:

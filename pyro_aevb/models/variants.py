@@ -1,24 +1,24 @@
 r"""
 Worked swaps of the prior :math:`p_\theta(z)` and the likelihood :math:`p_\theta(x|z)` of [1].
 
-Each class changes the generative model of :class:`~pyro_aevb.vae.VAE` and nothing else: the
+Each class changes the generative model of :class:`~pyro_aevb.models.vae.VAE` and nothing else: the
 recognition model (the ``guide``), the encoder, the training methods, both lower-bound estimators
 and both marginal-likelihood estimators work unchanged, because they only rely on the sample sites
-``"z"`` and ``"x"`` inside the plate of :func:`~pyro_aevb.vae.data_plate`. [1] derives AEVB for any
+``"z"`` and ``"x"`` inside the plate of :func:`~pyro_aevb.models.vae.data_plate`. [1] derives AEVB for any
 directed model with continuous latent variables (Section 2) and presents the Gaussian VAE as one
 example (Section 3); the recognition model must stay reparameterisable (Section 2.4), the model need
 only have a differentiable density.
 
 - The priors (:class:`LaplacePriorVAE`, :class:`MixturePriorVAE`) override
-  :meth:`VAE.model <pyro_aevb.vae.VAE.model>`, where the line that draws ``"z"`` lives.
+  :meth:`VAE.model <pyro_aevb.models.vae.VAE.model>`, where the line that draws ``"z"`` lives.
 - The likelihoods (:class:`ContinuousBernoulliVAE`, :class:`StudentTVAE`) override
-  :meth:`VAE.observation_dist <pyro_aevb.vae.VAE.observation_dist>`, the one method that
-  :meth:`VAE.model <pyro_aevb.vae.VAE.model>` calls for :math:`p_\theta(x|z)`, so that the model
+  :meth:`VAE.observation_dist <pyro_aevb.models.vae.VAE.observation_dist>`, the one method that
+  :meth:`VAE.model <pyro_aevb.models.vae.VAE.model>` calls for :math:`p_\theta(x|z)`, so that the model
   and everything else that reads the likelihood agree.
 
-Use any of them by name, e.g. ``TrainConfig(model_class="pyro_aevb.variants:MixturePriorVAE",
+Use any of them by name, e.g. ``TrainConfig(model_class="pyro_aevb.models.variants:MixturePriorVAE",
 model_options={"num_components": 10})`` or ``pyro-aevb train --model-class
-pyro_aevb.variants:LaplacePriorVAE``.
+pyro_aevb.models.variants:LaplacePriorVAE``.
 
 **References**
 
@@ -33,7 +33,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from .vae import VAE, data_plate
+from pyro_aevb.models.vae import VAE, data_plate
 
 __all__ = ["ContinuousBernoulliVAE", "LaplacePriorVAE", "MixturePriorVAE", "StudentTVAE"]
 
@@ -75,7 +75,7 @@ class MixturePriorVAE(VAE):
     (:class:`~pyro.infer.TraceMeanField_ELBO`) falls back to the Monte Carlo term
     :math:`\log p_\theta(z) - \log q_\phi(z|x)` of estimator A (Eq. (6) of [1]) for ``"z"``.
 
-    :param int num_components: :math:`K`; the other arguments are those of :class:`~pyro_aevb.vae.VAE`.
+    :param int num_components: :math:`K`; the other arguments are those of :class:`~pyro_aevb.models.vae.VAE`.
 
     .. warning:: The prior's parameters ``prior_locs``, ``prior_scales`` and ``prior_logits`` live in
         Pyro's global parameter store, not in the module: two instances in one process share them,
@@ -163,7 +163,7 @@ class StudentTVAE(VAE):
 
     :param float df: a fixed :math:`\nu > 1`, or ``None`` (default) to learn one :math:`\nu`, shared by
         all pixels, as the ``pyro.param`` site ``"x_df"`` (constrained to :math:`\nu > 1`, started at
-        5); the other arguments are those of :class:`~pyro_aevb.vae.VAE`.
+        5); the other arguments are those of :class:`~pyro_aevb.models.vae.VAE`.
 
     .. note:: :math:`\nu > 1` keeps the mean :math:`E[x|z] = \mu` defined, which the reconstructions
         and samples plot.

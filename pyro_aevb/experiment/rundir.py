@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import RunDirError
+from pyro_aevb.errors import RunDirError
 
 __all__ = ["RunDir", "read_metrics"]
 
@@ -95,7 +95,7 @@ class RunDir:
         os.replace(tmp, self.metrics_path)
 
     def plot(self, vae, dataset):
-        from .plots import plot_lower_bound, plot_manifold, plot_reconstructions
+        from pyro_aevb.experiment.plots import plot_lower_bound, plot_manifold, plot_reconstructions
 
         rows = read_metrics(self.metrics_path)
         for metric in ("lower_bound", "log_marginal"):

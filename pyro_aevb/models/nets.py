@@ -14,7 +14,7 @@ hidden layer between two linear heads, one for the mean and one for the log-vari
 
 The nets are plain :class:`torch.nn.Module` objects that return tensors; the probabilistic meaning
 (which distribution the outputs parametrise) lives in the model and the guide of
-:mod:`pyro_aevb.vae`.
+:mod:`pyro_aevb.models.vae`.
 
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """

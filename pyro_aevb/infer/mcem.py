@@ -26,7 +26,7 @@ Two E-steps:
 
 Both read every density off the user's ``model`` (conditioned on ``z``), so a model with another prior
 or likelihood is trained unchanged. Having no encoder, they are measured by the marginal likelihood
-(:func:`pyro_aevb.marginal.log_marginal_likelihood`) rather than by a lower bound.
+(:func:`pyro_aevb.infer.marginal.log_marginal_likelihood`) rather than by a lower bound.
 
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """
@@ -36,9 +36,9 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from .hmc import StepSizeAdapter, hmc_step
-from .optim import FusedAdagrad
-from .wake_sleep import ValidatedOnce, _descend
+from pyro_aevb.infer.hmc import StepSizeAdapter, hmc_step
+from pyro_aevb.optim import FusedAdagrad
+from pyro_aevb.infer.wake_sleep import ValidatedOnce, _descend
 
 __all__ = ["ImportanceMCEM", "MCEM", "log_joint"]
 
@@ -136,9 +136,9 @@ class MCEM(_MonteCarloEM):
 
     Every training point :math:`i` owns a persistent sample :math:`z^{(i)}`, drawn from the prior the
     first time its datapoint is seen, and a step size adapted by dual averaging
-    (:class:`~pyro_aevb.hmc.StepSizeAdapter`) toward ``target_accept_prob``. The E-step moves the
+    (:class:`~pyro_aevb.infer.hmc.StepSizeAdapter`) toward ``target_accept_prob``. The E-step moves the
     samples of the minibatch's datapoints by one HMC transition of ``num_steps`` leapfrog steps,
-    all at once (:func:`~pyro_aevb.hmc.hmc_step`: one batched potential per leapfrog step, a
+    all at once (:func:`~pyro_aevb.infer.hmc.hmc_step`: one batched potential per leapfrog step, a
     Metropolis accept/reject per datapoint), with potential energy
     :math:`U(z) = -\log p_\theta(x^{(i)}, z)` (scale 1).
 
@@ -151,7 +151,7 @@ class MCEM(_MonteCarloEM):
     chains is 1%), and the acceptance rate still settles at the target.
 
     :param vae: an object with a Pyro function ``model(x, num_data)``.
-    :param config: a :class:`~pyro_aevb.train.TrainConfig`; uses ``lr`` and ``weight_decay`` and the
+    :param config: a :class:`~pyro_aevb.experiment.train.TrainConfig`; uses ``lr`` and ``weight_decay`` and the
         ``method_options`` ``num_steps=10`` (leapfrog steps per transition), ``num_m_steps=5``,
         ``target_accept_prob=0.9`` (the paper's three settings) and ``step_size=0.1`` (every chain's
         initial step size).
@@ -159,7 +159,7 @@ class MCEM(_MonteCarloEM):
     :ivar torch.Tensor z: the persistent samples ``[N, Nz]``, allocated on the first step on the
         data's device.
     :ivar torch.Tensor initialised: ``[N]``, whether each datapoint's sample has been drawn yet.
-    :ivar adapter: the :class:`~pyro_aevb.hmc.StepSizeAdapter` of the ``N`` chains.
+    :ivar adapter: the :class:`~pyro_aevb.infer.hmc.StepSizeAdapter` of the ``N`` chains.
 
     .. warning:: MCEM does not scale to large data sets; [1] (Figure 3) calls it not an on-line
         algorithm and runs it on at most 50,000 training points. It keeps ``N x Nz`` samples and
@@ -245,7 +245,7 @@ class ImportanceMCEM(_MonteCarloEM):
     :math:`1 / \sum_k w_{ik}^2` drops toward 1).
 
     :param vae: an object with a Pyro function ``model(x, num_data)``.
-    :param config: a :class:`~pyro_aevb.train.TrainConfig`; uses ``lr`` and ``weight_decay`` and the
+    :param config: a :class:`~pyro_aevb.experiment.train.TrainConfig`; uses ``lr`` and ``weight_decay`` and the
         ``method_options`` ``num_proposals=10`` (:math:`K`: ten draws make the E-step cost about
         what the ten leapfrog steps of :class:`MCEM`'s do; the M-step then runs on ``K M`` rows) and
         ``num_m_steps=5``.

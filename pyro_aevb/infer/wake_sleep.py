@@ -15,10 +15,10 @@ recognition model to the model's own fantasies (the KL divergence :math:`KL(p\|q
 the learned pair, and the training loop reports it with the same code as for AEVB.
 
 Both losses are built from the user's ``model`` and ``guide`` with Pyro's effect handlers, so a
-subclass of :class:`~pyro_aevb.vae.VAE` with another prior or likelihood is trained unchanged.
+subclass of :class:`~pyro_aevb.models.vae.VAE` with another prior or likelihood is trained unchanged.
 
-**Speed.** As for AEVB (:mod:`pyro_aevb.aevb`), when the model and guide are
-:class:`~pyro_aevb.vae.VAE`'s own (its likelihood may be swapped), :class:`WakeSleep` computes both
+**Speed.** As for AEVB (:mod:`pyro_aevb.infer.aevb`), when the model and guide are
+:class:`~pyro_aevb.models.vae.VAE`'s own (its likelihood may be swapped), :class:`WakeSleep` computes both
 losses directly from the nets after a first traced step (:func:`direct_wake_loss`,
 :func:`direct_sleep_loss`): the same densities from the same random draws, without tracing.
 
@@ -35,9 +35,9 @@ import pyro
 import torch
 from pyro import poutine
 
-from .aevb import _direct_params
-from .optim import FusedAdagrad
-from .sgvb import log_likelihood
+from pyro_aevb.infer.aevb import _direct_params
+from pyro_aevb.optim import FusedAdagrad
+from pyro_aevb.infer.sgvb import log_likelihood
 
 __all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "sleep_loss", "wake_loss"]
 
@@ -102,7 +102,7 @@ def sleep_loss(model, guide, x, num_data=None):
 
 
 def _scale(x, num_data):
-    """The minibatch scale N/M (1 without ``num_data``), checked as :func:`~pyro_aevb.vae.data_plate` checks it."""
+    """The minibatch scale N/M (1 without ``num_data``), checked as :func:`~pyro_aevb.models.vae.data_plate` checks it."""
     if num_data is None:
         return 1.0
     if int(num_data) < x.shape[0]:
@@ -112,7 +112,7 @@ def _scale(x, num_data):
 
 def direct_wake_loss(vae, x, num_data=None):
     r"""
-    :func:`wake_loss` for a :class:`~pyro_aevb.vae.VAE` with the class's ``model`` and ``guide``,
+    :func:`wake_loss` for a :class:`~pyro_aevb.models.vae.VAE` with the class's ``model`` and ``guide``,
     computed from the nets: :math:`z = \mu + \sigma \odot \epsilon` drawn as the guide draws it, then
     :math:`-\frac{N}{M} \sum_i [\log \mathcal{N}(z^{(i)}; 0, I) + \log p_\theta(x^{(i)}|z^{(i)})]`.
     """
@@ -125,7 +125,7 @@ def direct_wake_loss(vae, x, num_data=None):
 
 def direct_sleep_loss(vae, x, num_data=None):
     r"""
-    :func:`sleep_loss` for a :class:`~pyro_aevb.vae.VAE` with the class's ``model`` and ``guide``,
+    :func:`sleep_loss` for a :class:`~pyro_aevb.models.vae.VAE` with the class's ``model`` and ``guide``,
     computed from the nets: :math:`z \sim \mathcal{N}(0, I)` and the fantasy
     :math:`x \sim p_\theta(x|z)` drawn as the model draws them, then
     :math:`-\frac{N}{M} \sum_i \log q_\phi(z^{(i)}|x^{(i)})`.
@@ -156,7 +156,7 @@ def _descend(optim, loss, trace):
 class ValidatedOnce:
     """
     Pyro's validation (of distribution arguments and supports at every sample site) under the caller's
-    setting on the first step only, off afterwards, as :class:`~pyro_aevb.aevb.AEVB` does: a model's
+    setting on the first step only, off afterwards, as :class:`~pyro_aevb.infer.aevb.AEVB` does: a model's
     mistakes surface at the first step, and later steps skip the per-site checks.
     """
 
@@ -178,13 +178,13 @@ class WakeSleep:
 
     Each phase steps only the parameters its own trace touched, so :math:`\theta` moves only with
     the wake gradient and :math:`\phi` only with the sleep gradient, weight decay included. As in
-    :class:`~pyro_aevb.aevb.AEVB`, weight decay :math:`\lambda` is the Gaussian prior on the
+    :class:`~pyro_aevb.infer.aevb.AEVB`, weight decay :math:`\lambda` is the Gaussian prior on the
     parameters against the N-scaled losses, the optimizer is
     :class:`~pyro_aevb.optim.FusedAdagrad` (the update of ``pyro.optim.Adagrad``, in one pass), and
     Pyro validates the first step only.
 
     :param vae: an object with Pyro functions ``model(x, num_data)`` and ``guide(x, num_data)``.
-    :param config: a :class:`~pyro_aevb.train.TrainConfig`; uses ``lr``, ``weight_decay`` and
+    :param config: a :class:`~pyro_aevb.experiment.train.TrainConfig`; uses ``lr``, ``weight_decay`` and
         ``num_particles`` (L: each datapoint's row is repeated L times, so each phase averages L
         samples per datapoint; this needs :math:`N \ge LM`). One method option: ``fast_path``
         (default ``True``; ``False`` traces the model and guide at every step).

@@ -26,7 +26,7 @@ from pyro import poutine
 from pyro.distributions import MultivariateNormal
 from pyro.poutine.util import prune_subsample_sites
 
-from pyro_aevb import hmc
+from pyro_aevb.infer import hmc
 
 __all__ = ["log_marginal_likelihood"]
 
@@ -252,7 +252,7 @@ def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_dia
     An estimate of :math:`\log p_\theta(x^{(i)})` (nats) for each datapoint of ``x``.
 
     ``estimator="hmc"`` is the estimator of Appendix D of [1]. For every datapoint, ``num_chains``
-    HMC chains (all batched, :func:`pyro_aevb.hmc.sample`) target :math:`p_\theta(z|x^{(i)})`,
+    HMC chains (all batched, :func:`pyro_aevb.infer.hmc.sample`) target :math:`p_\theta(z|x^{(i)})`,
     starting from a draw of the guide, or, when ``guide`` is ``None``, from a draw resampled from
     ``init_proposals`` draws of the prior by their likelihood :math:`p_\theta(x^{(i)}|z)`. After
     ``warmup_steps`` transitions that adapt each chain's step size, (1) ``num_samples`` draws per

@@ -304,10 +304,10 @@ class GlobalDraws(TorchFunctionMode):
 
 def lower_bound(world, model, guide, x, seed):
     """
-    :func:`pyro_aevb.evaluate.lower_bound` of ``x`` with a seed, computed by all the ranks together:
+    :func:`pyro_aevb.infer.elbo.lower_bound` of ``x`` with a seed, computed by all the ranks together:
     each evaluates its share of every chunk with the global draws, and the sums are all-reduced.
     """
-    from .evaluate import _cuda_devices, lower_bound as _lower_bound
+    from pyro_aevb.infer.elbo import _cuda_devices, lower_bound as _lower_bound
 
     chunk_size = inspect.signature(_lower_bound).parameters["chunk_size"].default
     total = 0.0
@@ -323,11 +323,11 @@ def lower_bound(world, model, guide, x, seed):
 
 def log_marginal(world, model, x, seed, estimator, guide=None, **options):
     """
-    The mean of :func:`pyro_aevb.marginal.log_marginal_likelihood` over ``x`` (seeded with ``seed``),
+    The mean of :func:`pyro_aevb.infer.marginal.log_marginal_likelihood` over ``x`` (seeded with ``seed``),
     computed by all the ranks together: each estimates its share of the rows, with the global draws.
     """
-    from .evaluate import _cuda_devices
-    from .marginal import _IS_CHUNK_ROWS, log_marginal_likelihood
+    from pyro_aevb.infer.elbo import _cuda_devices
+    from pyro_aevb.infer.marginal import _IS_CHUNK_ROWS, log_marginal_likelihood
 
     if estimator == "is" and "chunk_size" not in options:
         options["chunk_size"] = max(1, _IS_CHUNK_ROWS // x.shape[0])  # the chunks of one process

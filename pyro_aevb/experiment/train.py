@@ -2,13 +2,14 @@
 The training loop shared by every method: minibatches, the sample budget, evaluation at log-spaced
 sample counts, metrics, checkpoints, resumption and the progress bar.
 
-The methods themselves (:class:`~pyro_aevb.aevb.AEVB` and the baselines) only know how to take one
+The methods themselves (:class:`~pyro_aevb.infer.aevb.AEVB` and the baselines) only know how to take one
 step on a minibatch; see :data:`METHODS`.
 """
 
 import contextlib
 import dataclasses
 import importlib
+import inspect
 import json
 import math
 import platform
@@ -22,14 +23,14 @@ import numpy as np
 import pyro
 import torch
 
-from . import __version__
-from . import distributed
-from .aevb import AEVB
-from .checkpoint import atomic_save, get_rng_state, load_checkpoint, restore_param_store, set_rng_state
-from .data import MinibatchSampler, check_support, load_dataset
-from .errors import ConfigError, RunDirError, TrainingDiverged
-from .evaluate import lower_bound
-from .rundir import RunDir, read_metrics
+from pyro_aevb import __version__
+from pyro_aevb.experiment import distributed
+from pyro_aevb.infer.aevb import AEVB
+from pyro_aevb.experiment.checkpoint import atomic_save, get_rng_state, load_checkpoint, restore_param_store, set_rng_state
+from pyro_aevb.data import MinibatchSampler, check_support, load_dataset
+from pyro_aevb.errors import ConfigError, RunDirError, TrainingDiverged
+from pyro_aevb.infer.elbo import lower_bound
+from pyro_aevb.experiment.rundir import RunDir, read_metrics
 
 __all__ = ["METHODS", "METRICS_COLUMNS", "TrainConfig", "build_model", "eval_schedule", "load_run", "train"]
 
@@ -70,7 +71,7 @@ class TrainConfig:
     :param int eval_points: number of log-spaced sample counts at which the bounds are evaluated.
     :param int eval_train_points: the evaluated training subset: the first this-many training points.
     :param int checkpoint_every: samples between checkpoints.
-    :param str model_class: ``"module:Class"`` of the model, a :class:`~pyro_aevb.vae.VAE` subclass.
+    :param str model_class: ``"module:Class"`` of the model, a :class:`~pyro_aevb.models.vae.VAE` subclass.
     :param dict model_options: extra keyword arguments of ``model_class``.
     :param str log_marginal: ``"is"`` or ``"hmc"`` to also estimate the marginal likelihood at each
         evaluation (methods without an encoder always do, with ``"hmc"``).
@@ -97,7 +98,7 @@ class TrainConfig:
     eval_points: int = 30
     eval_train_points: int = 10_000
     checkpoint_every: int = 100_000
-    model_class: str = "pyro_aevb.vae:VAE"
+    model_class: str = "pyro_aevb.models.vae:VAE"
     model_options: dict = dataclasses.field(default_factory=dict)
     log_marginal: str = None
     log_marginal_points: int = 1000
@@ -136,7 +137,7 @@ def _lazy(path):
 
     def make(vae, config):
         module, name = path.split(":")
-        return getattr(importlib.import_module(module, __package__), name)(vae, config)
+        return getattr(importlib.import_module(module), name)(vae, config)
 
     return make
 
@@ -146,25 +147,56 @@ def _lazy(path):
 METHODS = {
     "aevb": _aevb("B"),
     "aevb-mc": _aevb("A"),
-    "wake-sleep": _lazy(".wake_sleep:WakeSleep"),
-    "mcem": _lazy(".mcem:MCEM"),
-    "mcem-is": _lazy(".mcem:ImportanceMCEM"),
+    "wake-sleep": _lazy("pyro_aevb.infer.wake_sleep:WakeSleep"),
+    "mcem": _lazy("pyro_aevb.infer.mcem:MCEM"),
+    "mcem-is": _lazy("pyro_aevb.infer.mcem:ImportanceMCEM"),
 }
 
 
-def build_model(config, x_dim):
-    """Instantiate ``config.model_class`` for data of dimension ``x_dim``."""
-    module, _, name = config.model_class.partition(":")
+#: Modules that held the model classes before the package was split into subpackages: run folders
+#: written then name their class by the old path (``pyro_aevb.vae:VAE``) in ``config.json``.
+MOVED_MODULES = {
+    "pyro_aevb.vae": "pyro_aevb.models.vae",
+    "pyro_aevb.variants": "pyro_aevb.models.variants",
+    "pyro_aevb.nets": "pyro_aevb.models.nets",
+}
+
+
+def import_model_class(path):
+    """The class that ``path`` (``"module:Class"``) names; paths of moved modules are mapped to their new home."""
+    module, _, name = path.partition(":")
+    module = MOVED_MODULES.get(module, module)
     try:
-        cls = getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as e:
-        raise ConfigError(f"cannot import model class {config.model_class!r}: {e}") from None
-    kwargs = dict(
+        raise ConfigError(f"cannot import model class {path!r}: {e}") from None
+
+
+def model_kwargs(cls, config, x_dim):
+    """
+    The keyword arguments of ``cls`` for this run: ``x_dim``, ``z_dim`` (``--latent-dim``) and
+    ``hidden_dim`` (``--hidden``) where its constructor takes them (Pyro's tutorial ``VAE(z_dim,
+    hidden_dim, use_cuda)`` takes no ``x_dim``), then ``config.model_options``.
+    """
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    offered = dict(
         x_dim=x_dim,
         z_dim=config.latent_dim,
         hidden_dim=config.hidden or DEFAULT_HIDDEN.get(config.dataset, 500),
     )
+    kwargs = {key: value for key, value in offered.items() if takes_any or key in parameters}
     kwargs.update(config.model_options)
+    return kwargs
+
+
+def build_model(config, x_dim):
+    """Instantiate ``config.model_class`` for data of dimension ``x_dim``."""
+    cls = import_model_class(config.model_class)
+    kwargs = model_kwargs(cls, config, x_dim)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
@@ -191,7 +223,7 @@ def train(config, out, resume=False, progress=True, samples=None):
     :param bool resume: continue the run in ``out`` from its last checkpoint.
     :param bool progress: show a progress bar.
     :param int samples: with ``resume``, a new budget (to train a finished run further).
-    :returns: the trained model (a :class:`~pyro_aevb.vae.VAE`), as :func:`pyro_aevb.load_run` would.
+    :returns: the trained model (a :class:`~pyro_aevb.models.vae.VAE`), as :func:`pyro_aevb.load_run` would.
 
     .. note:: Pyro's parameter store is global: this clears it.
     """
@@ -327,7 +359,7 @@ class _Trainer:
                 row[f"{split}_lower_bound"] = value
         estimator = config.log_marginal or (None if self.method.has_encoder else "hmc")
         if estimator is not None:
-            from .marginal import log_marginal_likelihood
+            from pyro_aevb.infer.marginal import log_marginal_likelihood
 
             # A trained encoder is the proposal of "is" and starts the chains of "hmc" near the posterior;
             # without one, "hmc" starts them at prior draws resampled by their likelihood.
@@ -485,7 +517,7 @@ def load_run(run_dir, device="cpu"):
 
     :param run_dir: the run folder.
     :param device: where to put the model.
-    :returns: the model (a :class:`~pyro_aevb.vae.VAE` or the run's subclass of it). Its ``.model`` and
+    :returns: the model (a :class:`~pyro_aevb.models.vae.VAE` or the run's subclass of it). Its ``.model`` and
         ``.guide`` are the Pyro functions, with sites ``"z"`` and ``"x"``. ``.config`` holds the run's
         :class:`TrainConfig`, ``.metrics`` the rows of ``metrics.csv``.
     """

@@ -22,9 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import UserError
-from .rundir import RunDir, read_metrics
-from .train import DEFAULT_HIDDEN, TrainConfig, load_run, train
+from pyro_aevb.errors import UserError
+from pyro_aevb.experiment.rundir import RunDir, read_metrics
+from pyro_aevb.experiment.train import DEFAULT_HIDDEN, TrainConfig, load_run, train
 
 __all__ = ["FIGURE2_LATENTS", "EXPERIMENTS", "reproduce"]
 
@@ -80,7 +80,7 @@ def _worker_init(threads, parent):
 def _stop_when_orphaned(parent, poll_seconds=1.0):
     """
     In a worker: once the ``reproduce`` process that started it is gone (killed, say), stop training
-    the way SIGTERM stops :func:`~pyro_aevb.train.train`: at the end of the current step, with a
+    the way SIGTERM stops :func:`~pyro_aevb.experiment.train.train`: at the end of the current step, with a
     checkpoint. A worker left on its own would otherwise train on, unwatched, into a run folder that
     the next ``reproduce`` wants to resume.
     """
@@ -225,7 +225,7 @@ def _save(fig, path):
 
 
 def _panels(n, width=3.6, height=3.2):
-    from .plots import _pyplot
+    from pyro_aevb.experiment.plots import _pyplot
 
     plt = _pyplot()
     ncol = min(n, 3 if n > 4 else n)
@@ -242,7 +242,7 @@ def _y_from(configs):
 
 
 def _draw_figure2(configs, folders, dest, dataset):
-    from .plots import plot_lower_bound
+    from pyro_aevb.experiment.plots import plot_lower_bound
 
     latents = sorted({c.latent_dim for c in configs})
     fig, axes = _panels(len(latents))
@@ -257,7 +257,7 @@ def _draw_figure2(configs, folders, dest, dataset):
 
 
 def _draw_figure3(configs, folders, dest):
-    from .plots import plot_lower_bound
+    from pyro_aevb.experiment.plots import plot_lower_bound
 
     sizes = sorted({c.num_train for c in configs})
     fig, axes = _panels(len(sizes), width=4.5, height=3.6)
@@ -274,7 +274,7 @@ def _draw_figure3(configs, folders, dest):
 def _draw_manifold(configs, folders, dest):
     import torch
 
-    from .plots import image_grid, plot_manifold
+    from pyro_aevb.experiment.plots import image_grid, plot_manifold
 
     two_d = [c for c in configs if c.latent_dim == 2]
     fig, axes = _panels(len(two_d), width=5, height=5)

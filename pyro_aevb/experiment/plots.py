@@ -25,7 +25,7 @@ def plot_lower_bound(curves, path, metric="lower_bound", title=None, ax=None, y_
     Plot a metric against the number of training samples evaluated, on a log x-axis: train solid,
     test dashed, one colour per curve, as in the paper's Figure 2.
 
-    :param dict curves: label -> list of metric rows (as from :func:`pyro_aevb.rundir.read_metrics`).
+    :param dict curves: label -> list of metric rows (as from :func:`pyro_aevb.experiment.rundir.read_metrics`).
     :param path: where to save the figure (PNG or PDF by suffix), or None when drawing into ``ax``.
     :param str metric: ``"lower_bound"`` or ``"log_marginal"``.
     :param float y_from: fit the y-axis to the points from this many samples on (the earlier ones,

@@ -12,7 +12,7 @@ the guide's reparameterised ``"z"`` site, and ascends the gradient of the SGVB e
 - ``estimator="A"`` (method ``aevb-mc``): Eq. (6), everything by Monte Carlo
   (:class:`~pyro.infer.Trace_ELBO`).
 
-The minibatch scale :math:`N/M` comes from the model's plate (:func:`pyro_aevb.vae.data_plate`).
+The minibatch scale :math:`N/M` comes from the model's plate (:func:`pyro_aevb.models.vae.data_plate`).
 Weight decay is the log prior :math:`\log \mathcal{N}(\theta; 0, \lambda^{-1} I)` of the paper's MAP
 objective, counted once for the N datapoints: the loss is the N-scaled negative bound, so adding
 :math:`\lambda\theta` to its gradient (Adagrad's ``weight_decay=λ``) is exactly the gradient of
@@ -22,9 +22,9 @@ prior on θ; decaying φ too keeps one objective for all parameters).
 **Speed.** Pyro's bookkeeping (tracing, replay, per-site checks, one optimizer per parameter tensor)
 costs more per step than the paper's small nets do. So every step uses
 :class:`~pyro_aevb.optim.FusedAdagrad` (one optimizer over all parameters), and when ``vae`` is a
-:class:`~pyro_aevb.vae.VAE` whose ``model`` and ``guide`` are the class's own (its likelihood,
-:meth:`~pyro_aevb.vae.VAE.observation_dist`, may be swapped), every step computes the same estimator in
-closed form (:func:`~pyro_aevb.sgvb.sgvb_loss`) from the same random draws, instead of tracing the
+:class:`~pyro_aevb.models.vae.VAE` whose ``model`` and ``guide`` are the class's own (its likelihood,
+:meth:`~pyro_aevb.models.vae.VAE.observation_dist`, may be swapped), every step computes the same estimator in
+closed form (:func:`~pyro_aevb.infer.sgvb.sgvb_loss`) from the same random draws, instead of tracing the
 model and the guide. Any other model (a swapped prior, a ``pyro.param`` of its own) trains through
 :class:`~pyro.infer.SVI`. The first step traces the model and the guide under the caller's validation
 setting, so that a model's mistakes surface there; later steps run without Pyro's validation.
@@ -37,10 +37,10 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI
 
-from .evaluate import make_elbo
-from .optim import FusedAdagrad
-from .sgvb import sgvb_loss
-from .vae import VAE
+from pyro_aevb.infer.elbo import make_elbo
+from pyro_aevb.optim import FusedAdagrad
+from pyro_aevb.infer.sgvb import sgvb_loss
+from pyro_aevb.models.vae import VAE
 
 __all__ = ["AEVB", "PAPER_STEP_SIZES"]
 
@@ -59,7 +59,7 @@ class AEVB:
     :param float weight_decay: precision :math:`\lambda` of the Gaussian prior on the parameters
         (the paper: 1); 0 turns it off.
     :param bool fast_path: allow the direct computation of the estimator for a plain
-        :class:`~pyro_aevb.vae.VAE` (see the module's notes); ``False`` runs :class:`~pyro.infer.SVI`
+        :class:`~pyro_aevb.models.vae.VAE` (see the module's notes); ``False`` runs :class:`~pyro.infer.SVI`
         at every step. Both give the same parameters up to floating-point rounding.
     """
 
@@ -120,7 +120,7 @@ class AEVB:
 def _direct_params(vae, x, num_data):
     """
     The parameters :func:`sgvb_loss` trains, in Pyro's param store, if it computes ``vae``'s objective:
-    ``vae`` must be a :class:`~pyro_aevb.vae.VAE` with the class's ``model`` and ``guide``, its sites
+    ``vae`` must be a :class:`~pyro_aevb.models.vae.VAE` with the class's ``model`` and ``guide``, its sites
     exactly ``"z"`` and ``"x"``, and its parameters those of its modules (no ``pyro.param`` of its own).
     ``None`` otherwise.
     """

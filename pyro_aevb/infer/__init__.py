@@ -1,0 +1,24 @@
+"""
+Inference for any Pyro ``model`` / ``guide`` pair with continuous latent variables per datapoint:
+AEVB with the two SGVB estimators (:mod:`~pyro_aevb.infer.aevb`, :mod:`~pyro_aevb.infer.sgvb`), the
+per-datapoint bound (:mod:`~pyro_aevb.infer.elbo`), the baselines wake-sleep
+(:mod:`~pyro_aevb.infer.wake_sleep`) and Monte Carlo EM (:mod:`~pyro_aevb.infer.mcem`), batched HMC
+(:mod:`~pyro_aevb.infer.hmc`) and the marginal-likelihood estimators (:mod:`~pyro_aevb.infer.marginal`).
+"""
+
+from pyro_aevb.infer.aevb import AEVB, PAPER_STEP_SIZES
+from pyro_aevb.infer.elbo import lower_bound, make_elbo
+from pyro_aevb.infer.marginal import log_marginal_likelihood
+from pyro_aevb.infer.mcem import MCEM, ImportanceMCEM
+from pyro_aevb.infer.wake_sleep import WakeSleep
+
+__all__ = [
+    "AEVB",
+    "ImportanceMCEM",
+    "MCEM",
+    "PAPER_STEP_SIZES",
+    "WakeSleep",
+    "log_marginal_likelihood",
+    "lower_bound",
+    "make_elbo",
+]
