@@ -287,3 +287,16 @@ def test_fused_adagrad_flushes_subnormal_parameters_on_schedule(dtype):
             assert (w[[0, 1, 5]] != 0).all(), "flushed before the K-th step"
     expected = torch.tensor([0.0, 0.0, 0.5, tiny, -tiny, 0.0], dtype=dtype)
     assert torch.equal(w.detach(), expected), f"after K steps: {w.detach().tolist()}"
+
+
+@pytest.mark.parametrize("num_particles", [1, 2, 5])
+@pytest.mark.parametrize("estimator", ["B", "A"])
+def test_fast_path_equals_aevbs_own_svi_path_for_any_number_of_particles(estimator, num_particles):
+    """AEVB(fast_path=True) and AEVB(fast_path=False) draw the same numbers in the same order, for every L."""
+    x = _data()
+    _train_aevb(_vae(), x, estimator, num_particles, steps=20, fast_path=False)
+    via_svi = _store_values()
+    pyro.clear_param_store()
+    method = _train_aevb(_vae(), x, estimator, num_particles, steps=20)
+    assert method.uses_fast_path, "a plain VAE should train on the direct path"
+    _assert_same_params(_store_values(), via_svi, f"fast path vs AEVB's SVI path, L={num_particles}", rtol=0, atol=1e-4)

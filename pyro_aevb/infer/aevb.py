@@ -37,7 +37,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI
 
-from pyro_aevb.infer.elbo import make_elbo
+from pyro_aevb.infer.elbo import known_max_plate_nesting, make_elbo
 from pyro_aevb.optim import FusedAdagrad
 from pyro_aevb.infer.sgvb import sgvb_loss
 from pyro_aevb.models.vae import VAE
@@ -60,7 +60,10 @@ class AEVB:
         (the paper: 1); 0 turns it off.
     :param bool fast_path: allow the direct computation of the estimator for a plain
         :class:`~pyro_aevb.models.vae.VAE` (see the module's notes); ``False`` runs :class:`~pyro.infer.SVI`
-        at every step. Both give the same parameters up to floating-point rounding.
+        at every step. Both give the same parameters up to floating-point rounding, for every
+        ``num_particles``: both draw the same random numbers in the same order, since the SVI path is
+        told the model's plate nesting (:func:`~pyro_aevb.infer.elbo.known_max_plate_nesting`) instead
+        of guessing it with a run of the model that draws numbers of its own.
     """
 
     has_encoder = True
@@ -73,7 +76,7 @@ class AEVB:
         self.vae = vae
         self.estimator = estimator
         self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
-        self.elbo = make_elbo(analytic_kl=estimator == "B", num_particles=num_particles)
+        self.elbo = make_elbo(estimator == "B", num_particles, max_plate_nesting=known_max_plate_nesting(vae))
         self.svi = SVI(vae.model, vae.guide, self.optim, self.elbo)
         self.num_particles = self.elbo.num_particles
         self.fast_path = bool(fast_path)
