@@ -5,6 +5,8 @@ Sphinx configuration of the pyro-aevb documentation. Build it with warnings as e
 """
 
 import importlib
+import importlib.metadata
+from pathlib import Path
 
 from docutils import nodes
 
@@ -37,8 +39,31 @@ nitpick_ignore_regex = [
     (r"py:class", r"callable|.*\._\w+"),
 ]
 
-html_theme = "alabaster"
+# Theme and static files. Furo: a sidebar with every page, code blocks and wide tables that scroll
+# sideways instead of being cut off, images scaled to the column. docs/_static/site holds this
+# site's own CSS; docs/_static/results holds figures that pages include as images (copied to _images).
+html_theme = "furo"
 html_title = f"pyro-aevb {release}"
+html_static_path = ["_static/site"]
+html_css_files = ["custom.css"]
+html_js_files = ["math-fit.js"]
+
+
+def _mathjax_static():
+    """
+    The folder that holds ``mathjax/``: MathJax 3.2.2's browser bundles as the sphinx-mathjax-offline
+    wheel ships them. Only its files are used, not its Sphinx extension (which picks the CHTML output
+    and its web fonts).
+    """
+    dist = importlib.metadata.distribution("sphinx-mathjax-offline")
+    return str(Path(dist.locate_file("sphinx-mathjax-offline/static")).resolve())
+
+
+# Math is typeset in the reader's browser by a MathJax that ships with the site, not one from a CDN,
+# so that pages read offline. tex-svg draws glyphs as SVG paths from data inside the bundle: no web
+# fonts to fetch. The TeX extensions that a page needs (ams, ...) load from beside it.
+html_static_path.append(_mathjax_static())
+mathjax_path = "mathjax/tex-svg.js"
 
 
 def _lookup(path, module_name=None):
