@@ -34,6 +34,14 @@ def shared_data():
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def docs_build():
+    """The documentation site, built once per test run into docs/_build/html: (folder, exit status, warnings)."""
+    from test_docs import build_docs
+
+    return build_docs()
+
+
 # Under pytest-xdist each worker gets one thread, so that two workers share two cores without thrashing.
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 sys.path.insert(0, str(REPO))

@@ -1,24 +1,60 @@
 """The documentation site builds without a warning, and its links to the code cannot go stale."""
 
+import importlib.metadata
 import importlib.util
 import os
 import re
+import shutil
+import uuid
 
 import pytest
 
 from conftest import REPO
 
 DOCS = REPO / "docs"
-DOCS_PACKAGES = ("sphinx", "myst_parser", "sphinxarg")
+#: Where the suite builds the site once per run (what `make docs` writes); tests/test_docs_browser.py reads it.
+BUILD = DOCS / "_build"
+HTML = BUILD / "html"
+DOCS_PACKAGES = ("sphinx", "myst_parser", "sphinxarg", "furo", "sphinx-mathjax-offline")
+#: One id per test run, shared by the pytest-xdist workers of that run.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
 
 
 def _require_docs_packages():
-    missing = [name for name in DOCS_PACKAGES if importlib.util.find_spec(name) is None]
+    missing = [name for name in DOCS_PACKAGES if not _installed(name)]
     if missing:
         message = f"the docs extra is not installed (missing {missing}): pip install -e '.[docs]'"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def _installed(name):
+    try:
+        return importlib.util.find_spec(name) is not None or importlib.metadata.distribution(name) is not None
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def build_docs():
+    """
+    Build the site into docs/_build/html from scratch, once per test run: the first test that asks
+    builds it (under a file lock, so that pytest-xdist workers of one run never build at the same
+    time) and later ones reuse it. Returns (html folder, sphinx-build's exit status, its warnings).
+    """
+    _require_docs_packages()
+    from filelock import FileLock
+    from sphinx.cmd.build import build_main
+
+    BUILD.mkdir(parents=True, exist_ok=True)
+    stamp, warnings = BUILD / "html.testrun", BUILD / "html.warnings"
+    with FileLock(BUILD / "html.lock"):
+        if not (stamp.exists() and stamp.read_text().split()[0] == _RUN):
+            shutil.rmtree(HTML, ignore_errors=True)  # a fresh build: every warning is emitted again
+            status = build_main(["-W", "--keep-going", "-q", "-w", str(warnings), "-b", "html", str(DOCS), str(HTML)])
+            stamp.write_text(f"{_RUN} {status}")
+        status = int(stamp.read_text().split()[1])
+        return HTML, status, warnings.read_text() if warnings.exists() else ""
 
 
 def _conf():
@@ -44,15 +80,13 @@ def _equation_table():
     return text, rows
 
 
-def test_docs_build_without_warnings(tmp_path):
-    _require_docs_packages()
-    from sphinx.cmd.build import build_main
-
-    status = build_main(["-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(tmp_path / "html")])
-    assert status == 0, "sphinx-build -W failed: see the warnings above"
+def test_docs_build_without_warnings(docs_build):
+    html, status, warnings = docs_build
+    assert status == 0, f"sphinx-build -W failed:\n{warnings}"
     for page in ("index", "tutorial", "swapping", "cli", "api", "baselines", "results", "performance"):
-        assert (tmp_path / "html" / f"{page}.html").exists(), f"{page}.html was not built"
-    assert (tmp_path / "html" / "_modules" / "pyro_aevb" / "models" / "vae.html").exists(), "viewcode wrote no source pages"
+        assert (html / f"{page}.html").exists(), f"{page}.html was not built"
+    assert (html / "_static" / "mathjax" / "tex-svg.js").exists(), "MathJax was not copied into the site"
+    assert (html / "_modules" / "pyro_aevb" / "models" / "vae.html").exists(), "viewcode wrote no source pages"
 
 
 def test_every_equation_in_the_table_links_to_existing_code():
