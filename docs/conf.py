@@ -66,6 +66,31 @@ html_static_path.append(_mathjax_static())
 mathjax_path = "mathjax/tex-svg.js"
 
 
+def typeset_math_in_title_links(app, doctree, docname):
+    """
+    A link whose text Sphinx takes from a section title (``{ref}`label```) gets the title's plain
+    text, so math in the title showed as its TeX source ("10^7 samples"). Give such links the
+    title's nodes, math included, so that they read as the heading does.
+    """
+    titles = getattr(app, "_math_titles", None)
+    if titles is None:
+        titles = app._math_titles = {}
+        for name in sorted(app.env.found_docs):
+            for title in app.env.get_doctree(name).findall(nodes.title):
+                if title.next_node(nodes.math) is not None:
+                    titles.setdefault(title.astext(), title)
+    for ref in doctree.findall(nodes.reference):
+        title = titles.get(ref.astext())
+        if title is None or ref.next_node(nodes.math) is not None:
+            continue
+        holder = ref
+        while len(holder.children) == 1 and isinstance(holder[0], nodes.Element):
+            holder = holder[0]
+        if len(holder.children) == 1 and isinstance(holder[0], nodes.Text):
+            holder.children = []
+            holder.extend(child.deepcopy() for child in title.children)
+
+
 def _lookup(path, module_name=None):
     """The object that ``path`` names, as Python would see it from ``module_name`` or from the top."""
     candidates = [path] + ([f"{module_name}.{path}"] if module_name else [])
@@ -122,3 +147,4 @@ def resolve_imported_name(app, env, node, contnode):
 def setup(app):
     app.add_role("source", source_role)
     app.connect("missing-reference", resolve_imported_name)
+    app.connect("doctree-resolved", typeset_math_in_title_links)
