@@ -1,6 +1,9 @@
 """Errors that a user can act on. The command line prints their message, without a traceback."""
 
-__all__ = ["ConfigError", "RunDirError", "TrainingDiverged", "UserError"]
+__all__ = [
+    "CheckpointError", "ConfigError", "DamagedCheckpoint", "RunDirError", "RunWarning", "TrainingDiverged",
+    "UnsafeCheckpoint", "UserError",
+]
 
 
 class UserError(Exception):
@@ -15,5 +18,28 @@ class RunDirError(UserError):
     """The output folder cannot be used: not writable, locked by another run, or holding another run."""
 
 
+class CheckpointError(RunDirError):
+    """A checkpoint that cannot be read (truncated, empty, damaged) or cannot be written."""
+
+
+class DamagedCheckpoint(CheckpointError):
+    """A checkpoint file that is empty, truncated or otherwise not a readable checkpoint."""
+
+
+class UnsafeCheckpoint(CheckpointError):
+    """
+    A checkpoint that holds Python objects other than tensors, numbers, strings, lists and dicts. It is
+    refused without running anything in it.
+    """
+
+
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite. The last good checkpoint is left intact."""
+
+
+class RunWarning(UserWarning):
+    """
+    Something about a run folder that the user should know but that does not stop the command: a
+    damaged file recovered from the checkpoint, an older checkpoint generation used, a setting ignored.
+    The command line prints it as one line.
+    """

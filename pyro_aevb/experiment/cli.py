@@ -107,7 +107,10 @@ def _train(args):
         if name in given:
             given[name] = dict(given[name])
     if args.resume and (args.out / "config.json").exists():
-        saved = json.loads((args.out / "config.json").read_text())["config"]
+        from pyro_aevb.experiment.rundir import RunDir
+        from pyro_aevb.experiment.train import read_config
+
+        saved = read_config(RunDir(args.out))[0]["config"]
         clash = {k: (v, saved.get(k)) for k, v in given.items() if k != "samples" and not _agrees(v, saved.get(k))}
         if clash:
             raise ConfigError(
@@ -152,7 +155,7 @@ def _evaluate(args):
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.estimator == "is" and {"num_chains", "warmup_steps", "num_steps"} & set(options):
         raise ConfigError("--num-chains, --warmup-steps and --num-steps apply to --estimator hmc only")
-    if not (args.run_dir / "checkpoint.pt").exists():
+    if not any((args.run_dir / name).exists() for name in ("checkpoint.pt", "checkpoint.prev.pt")):
         raise ConfigError(f"no checkpoint in {args.run_dir}: is it a run folder written by `pyro-aevb train`?")
     result = evaluate_run(args.run_dir, args.estimator, args.split, args.num_points, data_dir=args.data_dir,
                           device=args.device, seed=args.seed, out=args.out, **options)
@@ -201,6 +204,41 @@ def _reproduce(args):
     return 0
 
 
+def _add_convert(sub):
+    p = sub.add_parser(
+        "convert-checkpoint",
+        help="convert the checkpoints of a run folder written by an earlier pyro-aevb",
+        description="Rewrite checkpoint.pt (and checkpoint.prev.pt) of RUN_DIR, written by an earlier pyro-aevb "
+        "that pickled Python objects into them (the constraints of parameters, NumPy's random state), as "
+        "data only: tensors, numbers, strings, lists and dicts, which every other command reads without "
+        "running anything from the file. --trust is required: with it you state that you wrote this run "
+        "yourself with an earlier pyro-aevb. Even so, only the object types such versions stored (the "
+        "constraint classes of torch and Pyro, NumPy arrays and dtypes) are rebuilt, by PyTorch's "
+        "restricted loader; a file that names any other Python object is refused and nothing in it is run.",
+    )
+    p.add_argument("run_dir", type=Path, help="a run folder written by an earlier `pyro-aevb train`")
+    p.add_argument("--trust", action="store_true",
+                   help="you wrote this run folder yourself with an earlier pyro-aevb (required)")
+    p.set_defaults(func=_convert)
+
+
+def _convert(args):
+    from pyro_aevb.experiment.checkpoint import convert_legacy, previous_path
+
+    if not args.trust:
+        raise ConfigError(
+            "convert-checkpoint rebuilds objects that an earlier pyro-aevb pickled into its checkpoints; "
+            "pass --trust to state that you wrote this run folder yourself"
+        )
+    checkpoint = args.run_dir / "checkpoint.pt"
+    paths = [p for p in (checkpoint, previous_path(checkpoint)) if p.exists()]
+    if not paths:
+        raise ConfigError(f"no checkpoint in {args.run_dir}: is it a run folder written by `pyro-aevb train`?")
+    for path in paths:
+        print(f"{path}: {'converted' if convert_legacy(path) else 'already data only; left as it is'}")
+    return 0
+
+
 def _agrees(given, saved):
     """A setting given again on --resume agrees with the run's (dicts: the given entries, as the run filled in others)."""
     if isinstance(given, dict) and isinstance(saved, dict):
@@ -217,19 +255,44 @@ def build_parser():
     _add_train(sub)
     _add_evaluate(sub)
     _add_reproduce(sub)
+    _add_convert(sub)
     return parser
 
 
 def main(argv=None):
+    import warnings
+
+    from pyro_aevb.errors import RunWarning
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    show = warnings.showwarning
+
+    def _show(message, category, *rest, **kwargs):
+        if issubclass(category, RunWarning):  # one line, as the errors are
+            print(f"pyro-aevb: note: {message}", file=sys.stderr)
+        else:
+            show(message, category, *rest, **kwargs)
+
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", RunWarning)
+            warnings.showwarning = _show
+            return args.func(args)
     except TrainingDiverged as e:
         print(f"pyro-aevb: training diverged: {e}", file=sys.stderr)
         return 1
     except UserError as e:
         print(f"pyro-aevb: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the output piped into a command that stopped reading (head, say)
+        return 1
+    except OSError as e:  # a file the command reads or writes outside a run folder's own handling
+        from pyro_aevb.experiment.rundir import describe_os_error
+
+        reason, action = describe_os_error(e)
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"pyro-aevb: error: {reason}{where}; {action} and run the command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"pyro-aevb: {e or 'interrupted'}", file=sys.stderr)

@@ -65,10 +65,36 @@ def evaluate_run(run_dir, estimator="hmc", split="test", num_points=1000, data_d
     if _has_encoder(config):
         result["lower_bound"] = lower_bound(vae.model, vae.guide, x, seed=seed)
     if out is not None:
-        with open(out, "w") as f:
+        _write_result(result, out)
+    return result
+
+
+def _write_result(result, out):
+    """Write ``result`` as JSON to ``out`` atomically; a failed write says so and leaves no torn file."""
+    import os
+    from pathlib import Path
+
+    from pyro_aevb.errors import UserError
+    from pyro_aevb.experiment.rundir import describe_os_error
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
             json.dump(result, f, indent=2)
             f.write("\n")
-    return result
+        os.replace(tmp, out)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        reason, action = describe_os_error(e)
+        raise UserError(
+            f"could not write the result to {out}: {reason}. The estimate, log p(x) = "
+            f"{result['log_marginal_likelihood']:.4f} nats per datapoint, was not saved there; the run folder is "
+            f"unchanged. {action.capitalize()}, then run the command again."
+        ) from None
 
 
 def _has_encoder(config):

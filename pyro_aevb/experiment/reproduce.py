@@ -51,7 +51,10 @@ def is_finished(run_dir, config):
     run = RunDir(run_dir)
     if not (run.checkpoint_path.exists() and run.metrics_path.exists() and (run.path / "reconstructions.png").exists()):
         return False
-    rows = read_metrics(run.metrics_path)
+    try:
+        rows = read_metrics(run.metrics_path)
+    except (UserError, OSError):  # a damaged metrics.csv: resuming the run repairs it
+        return False
     return bool(rows) and rows[-1]["samples"] >= config.samples
 
 
@@ -110,7 +113,7 @@ def _stop(pool, context):
         child.terminate()  # SIGTERM: a training worker checkpoints at the end of its step and stops
 
 
-def run_all(configs, out, jobs=1, log=print):
+def run_all(configs, out, jobs=1, log=print, failures=None):
     """
     Train every config in ``configs`` (a list of :class:`TrainConfig`) into ``out/runs/<name>``,
     ``jobs`` at a time, resuming unfinished runs and skipping finished ones.
@@ -118,6 +121,10 @@ def run_all(configs, out, jobs=1, log=print):
     Interrupted (Ctrl-C, or SIGTERM to this process), it has every worker checkpoint its run at the end
     of its current step and stop, then raises :class:`KeyboardInterrupt`; killed outright, its workers
     notice within a second and do the same. Either way the same command resumes.
+
+    A run that cannot be trained (its folder damaged beyond what resuming repairs, say) does not stop
+    the others: its name and the reason go into ``failures`` (a dict), or, without one, the first
+    such run raises :class:`~pyro_aevb.errors.UserError` once the others are done.
 
     :returns: dict mapping each config's run name to its folder.
     """
@@ -127,6 +134,7 @@ def run_all(configs, out, jobs=1, log=print):
     if not todo:
         return folders
     threads = worker_threads(jobs)
+    failed = failures if failures is not None else {}
     context = multiprocessing.get_context("spawn")
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop_workers) if main else None
@@ -136,8 +144,17 @@ def run_all(configs, out, jobs=1, log=print):
             futures = {pool.submit(_train_one, dataclasses.asdict(c), str(d)): d for c, d in todo}
             try:
                 for future in concurrent.futures.as_completed(futures):
-                    future.result()
-                    log(f"finished {futures[future].name}")
+                    name = futures[future].name
+                    try:
+                        future.result()
+                    except concurrent.futures.process.BrokenProcessPool:
+                        raise
+                    except Exception as e:  # this run only: the others go on
+                        reason = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+                        failed[name] = reason
+                        log(f"run {name} could not be trained: {reason}")
+                        continue
+                    log(f"finished {name}")
             except KeyboardInterrupt:
                 _stop(pool, context)
                 raise KeyboardInterrupt("interrupted; runs checkpointed: the same command resumes them") from None
@@ -150,7 +167,14 @@ def run_all(configs, out, jobs=1, log=print):
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+    if failures is None and failed:
+        raise UserError(_failure_summary(failed, len(configs)))
     return folders
+
+
+def _failure_summary(failed, total):
+    return f"{len(failed)} of {total} runs could not be trained: " + "; ".join(
+        f"{name}: {reason}" for name, reason in failed.items())
 
 
 def _paper(config, **changes):
@@ -327,17 +351,37 @@ def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, 
         raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
     for c in configs:
         c.validate()
-    folders = run_all(configs, out, jobs=jobs, log=log)
+    failures = {}
+    folders = run_all(configs, out, jobs=jobs, log=log, failures=failures)
+    everything = configs
+    configs = [c for c in configs if run_name(c) not in failures]
+    if not configs:
+        raise UserError(_failure_summary(failures, len(everything)))
     name = f"figure2-{dataset}" if experiment == "figure2" else experiment
     dest = Path(out) / name
-    rows = _table(configs, folders, dest / "results", columns)
-    if experiment == "figure2":
-        _draw_figure2(configs, folders, dest, dataset)
-    elif experiment == "figure3":
-        _draw_figure3(configs, folders, dest)
-    else:
-        _draw_manifold(configs, folders, dest)
-    (dest / "settings.json").write_text(json.dumps(
-        {"experiment": experiment, "runs": {run_name(c): dataclasses.asdict(c) for c in configs}}, indent=2) + "\n")
+    try:
+        rows = _table(configs, folders, dest / "results", columns)
+        if experiment == "figure2":
+            _draw_figure2(configs, folders, dest, dataset)
+        elif experiment == "figure3":
+            _draw_figure3(configs, folders, dest)
+        else:
+            _draw_manifold(configs, folders, dest)
+        (dest / "settings.json").write_text(json.dumps(
+            {"experiment": experiment, "runs": {run_name(c): dataclasses.asdict(c) for c in everything}}, indent=2) + "\n")
+    except OSError as e:
+        from pyro_aevb.experiment.rundir import describe_os_error
+
+        reason, action = describe_os_error(e)
+        raise UserError(
+            f"could not write the results of {experiment} to {dest} ({e.filename or dest}): {reason}. The runs are "
+            f"trained and saved in {Path(out) / 'runs'}; {action}, then run the same command again (finished runs "
+            "are not trained again)."
+        ) from None
+    if failures:
+        raise UserError(
+            f"{experiment}: table and figures written to {dest} without the damaged runs. "
+            + _failure_summary(failures, len(everything))
+        )
     log(f"{experiment}: table and figures written to {dest}")
     return rows

@@ -26,11 +26,15 @@ import torch
 from pyro_aevb import __version__
 from pyro_aevb.experiment import distributed
 from pyro_aevb.infer.aevb import AEVB
-from pyro_aevb.experiment.checkpoint import atomic_save, get_rng_state, load_checkpoint, restore_param_store, set_rng_state
+from pyro_aevb.experiment import _faultpoints as faultpoints
+from pyro_aevb.experiment.checkpoint import (
+    FORMAT, get_param_store_state, get_rng_state, load_latest, previous_path, remove_temporary, restore_param_store,
+    save_checkpoint, set_rng_state,
+)
 from pyro_aevb.data import MinibatchSampler, check_support, load_dataset
-from pyro_aevb.errors import ConfigError, RunDirError, TrainingDiverged
+from pyro_aevb.errors import ConfigError, RunDirError, RunWarning, TrainingDiverged
 from pyro_aevb.infer.elbo import lower_bound
-from pyro_aevb.experiment.rundir import RunDir, read_metrics
+from pyro_aevb.experiment.rundir import RunDir, metrics_as_floats, read_metrics
 
 __all__ = ["METHODS", "METRICS_COLUMNS", "TrainConfig", "build_model", "eval_schedule", "load_run", "train"]
 
@@ -123,6 +127,71 @@ class TrainConfig:
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} asked for, but CUDA is not available")
         return self
+
+    @classmethod
+    def from_dict(cls, data, source="the settings", unknown="refuse"):
+        """
+        The config that ``data`` (a run's saved settings) describes, each field checked against its type.
+        Fields it lacks (settings added after it was written) take their defaults. Fields this version
+        does not know (written by a newer version) are refused (``unknown="refuse"``) or ignored with a
+        :class:`~pyro_aevb.errors.RunWarning` (``unknown="ignore"``).
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        extra = sorted(set(data) - set(fields))
+        if extra:
+            message = (
+                f"{source} has settings that pyro-aevb {__version__} does not know: {', '.join(extra)} "
+                "(written by a newer version?)"
+            )
+            if unknown == "refuse":
+                raise ConfigError(f"{message}; upgrade pyro-aevb to continue this run. Nothing was changed.")
+            import warnings
+
+            warnings.warn(f"{message}; ignored", RunWarning, stacklevel=2)
+        for name, value in data.items():
+            if name in fields and not _has_type(value, fields[name]):
+                kind = {int: "a whole number", float: "a number", str: "text", dict: "an object"}.get(fields[name].type, fields[name].type)
+                raise ConfigError(f"{source}: {name} must be {kind}, got {value!r}")
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+def _has_type(value, field):
+    if value is None:
+        return field.default is None
+    kind = field.type
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def read_config(run, unknown="refuse"):
+    """
+    A run folder's ``config.json``: ``(the saved dict, its TrainConfig)``. Raises
+    :class:`~pyro_aevb.errors.ConfigError` with the file, what is wrong, and what to do.
+    """
+    path = run.config_path
+    fix = (
+        "Nothing was changed; the checkpoint and metrics.csv are untouched. Correct the file, or delete it "
+        f"and run `pyro-aevb train --out {run.path} --resume` to write it again from the checkpoint."
+    )
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}. {fix}") from None
+    try:
+        saved = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}). {fix}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise ConfigError(f"{path} has no \"config\" object, so it is not a run's config.json. {fix}")
+    try:
+        return saved, TrainConfig.from_dict(saved["config"], source=str(path), unknown=unknown)
+    except ConfigError as e:
+        raise ConfigError(f"{e} {fix}" if "Nothing was changed" not in str(e) else str(e)) from None
 
 
 def _aevb(estimator):
@@ -242,15 +311,46 @@ def train(config, out, resume=False, progress=True, samples=None):
         world.close()
 
 
+def _note(message):
+    """Tell the user something they should know about the run folder (the command line prints one line)."""
+    import warnings
+
+    warnings.warn(message, RunWarning, stacklevel=2)
+
+
+def _warn_non_finite(row):
+    """Say so when an evaluation row holds a non-finite bound or marginal likelihood (it is written as it is)."""
+    bad = [f"{key} = {value}" for key, value in row.items() if isinstance(value, float) and not math.isfinite(value)]
+    if bad:
+        _note(
+            f"the evaluation at {row['samples']} samples (step {row['steps']}) gave a non-finite "
+            f"{', '.join(bad)}; metrics.csv records it as it is"
+        )
+
+
 def _open_run(run, config, resume, samples):
     """The run's config: ``config``, or the saved one when resuming (with a new budget ``samples``)."""
+    has_checkpoint = run.checkpoint_path.exists() or previous_path(run.checkpoint_path).exists()
     if resume and run.config_path.exists():
-        saved = json.loads(run.config_path.read_text())
-        config = TrainConfig(**saved["config"])
+        saved, config = read_config(run)
         if samples is not None and samples != config.samples:
             config.samples = saved["config"]["samples"] = int(samples)
-            run.write_config(saved)
-    elif run.checkpoint_path.exists() or run.config_path.exists():
+            with run.writing("config.json", run.config_path):
+                run.write_config(saved)
+    elif resume and has_checkpoint:
+        state, _ = load_latest(run.checkpoint_path, log=_note)
+        if "config" not in state:
+            raise RunDirError(
+                f"{run.config_path} is missing, and the checkpoint (written by an earlier version) does not hold "
+                "the run's settings: restore config.json to resume this run"
+            )
+        config = TrainConfig.from_dict(state["config"], source=f"the settings in {run.checkpoint_path}")
+        if samples is not None:
+            config.samples = int(samples)
+        with run.writing("config.json", run.config_path, checkpoint_samples=state["samples"]):
+            run.write_config({"config": dataclasses.asdict(config), "versions": _versions()})
+        _note(f"{run.config_path} was missing: written again from the settings stored in the checkpoint")
+    elif has_checkpoint or run.config_path.exists():
         raise RunDirError(f"{run.path} already holds a run: pass --resume to continue it, or choose another --out")
     return config.validate()
 
@@ -307,29 +407,38 @@ class _Trainer:
     # -- state -----------------------------------------------------------------------------------
     def _state(self):
         return {
-            "format": 1,
+            "format": FORMAT,
             "x_dim": self.dataset.x_dim,
             "samples": self.samples,
             "steps": self.steps,
             "seconds": self.seconds,
             "vae": self.vae.state_dict(),
-            "param_store": pyro.get_param_store().get_state(),
+            "param_store": get_param_store_state(),
             "method": self.method.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": get_rng_state(),
+            "metrics": [dict(row) for row in self.metrics_rows],
+            "config": dataclasses.asdict(self.config),
         }
 
     def _save(self):
         if self.world.is_main:
-            atomic_save(self._state(), self.run_dir.checkpoint_path)
+            with self._writing("the checkpoint", self.run_dir.checkpoint_path):
+                save_checkpoint(self._state(), self.run_dir.checkpoint_path)
+            self._saved_at = self.samples
+
+    def _writing(self, what, path):
+        """Turn a failed write (disk full, I/O error, folder gone or read-only) into a message that says what is safe."""
+        return self.run_dir.writing(what, path, checkpoint_samples=self._saved_at)
 
     def _checkpoint_bytes(self):
         """
-        Twice a checkpoint's size, which is about the parameters, Adagrad's accumulators and the sampler's
-        permutation: a new checkpoint is written beside the old one. One MiB more for metrics and plots.
+        Three times a checkpoint's size, which is about the parameters, Adagrad's accumulators and the
+        sampler's permutation: the previous generation is kept, and a new checkpoint is written beside the
+        current one. One MiB more for metrics and plots.
         """
         params = sum(p.numel() * p.element_size() for p in self.vae.parameters())
-        return 2 * (2 * params + 8 * self.num_data) + (1 << 20)
+        return 3 * (2 * params + 8 * self.num_data) + (1 << 20)
 
     def _restore(self, state):
         self.samples, self.steps, self.seconds = state["samples"], state["steps"], state["seconds"]
@@ -404,17 +513,29 @@ class _Trainer:
     def _begin(self, resume):
         """On rank 0: the checkpoint to resume from (or ``None``), having prepared the run folder."""
         config, run_dir = self.config, self.run_dir
-        if resume and run_dir.checkpoint_path.exists():
-            state = load_checkpoint(run_dir.checkpoint_path, map_location=config.device if self.world.size == 1 else "cpu")
-            run_dir.truncate_metrics(state["samples"])
+        checkpoint = run_dir.checkpoint_path
+        if resume and (checkpoint.exists() or previous_path(checkpoint).exists()):
+            state, source = load_latest(checkpoint, map_location=config.device if self.world.size == 1 else "cpu", log=_note)
+            self._saved_at = state["samples"]
+            with self._writing("metrics.csv", run_dir.metrics_path):
+                remove_temporary(run_dir.path)
+                if source != checkpoint and checkpoint.exists():
+                    # Kept for inspection; the next checkpoint must not make it the previous generation.
+                    checkpoint.replace(checkpoint.with_name("checkpoint.damaged.pt"))
+                    _note(f"the damaged {checkpoint.name} was moved to checkpoint.damaged.pt")
+                self.metrics_rows = run_dir.resume_metrics(state["samples"], state.get("metrics"), METRICS_COLUMNS, log=_note)
             return state
         run_dir.check_free_space(self._checkpoint_bytes())
-        run_dir.write_config({"config": dataclasses.asdict(config), "versions": _versions()})
-        run_dir.start_metrics(METRICS_COLUMNS)
+        with self._writing("config.json", run_dir.config_path):
+            remove_temporary(run_dir.path)
+            run_dir.write_config({"config": dataclasses.asdict(config), "versions": _versions()})
+        with self._writing("metrics.csv", run_dir.metrics_path):
+            run_dir.start_metrics(METRICS_COLUMNS)
         return None
 
     def run(self, resume):
         config, run_dir, world = self.config, self.run_dir, self.world
+        self.metrics_rows, self._saved_at = [], None
         state = world.on_main(lambda: self._begin(resume))
         if state is not None:
             self._restore(state)
@@ -436,22 +557,28 @@ class _Trainer:
                     self.steps += 1
                     if pending and self.samples >= pending[0]:
                         pending.pop(0)
+                        faultpoints.reached("evaluate")
                         row = self._evaluate()
+                        self.metrics_rows.append(row)
                         if world.is_main:
-                            run_dir.append_metrics(row)
+                            with self._writing("a row of metrics.csv", run_dir.metrics_path):
+                                run_dir.append_metrics(row)
                         bar.set_postfix_str(_postfix(row), refresh=False)
                     if self.samples % config.checkpoint_every < config.batch_size or stop:
                         self._save()
                     bar.update(config.batch_size)
+                    faultpoints.reached("step")
                     if stop:
                         raise KeyboardInterrupt(f"interrupted at {self.samples} samples; checkpoint saved")
         finally:
             bar.close()
         self._save()
+        metrics = world.on_main(lambda: metrics_as_floats(self.metrics_rows))
         if world.is_main:
-            run_dir.plot(self.vae, self.dataset)
+            with run_dir.writing("the plots", run_dir.path, checkpoint_samples=self._saved_at, finished=True):
+                run_dir.plot(self.vae, self.dataset, metrics)
         self.vae.config = self.config
-        self.vae.metrics = world.on_main(lambda: read_metrics(run_dir.metrics_path))
+        self.vae.metrics = metrics
         return self.vae
 
 
@@ -522,11 +649,17 @@ def load_run(run_dir, device="cpu"):
         :class:`TrainConfig`, ``.metrics`` the rows of ``metrics.csv``.
     """
     run = RunDir(run_dir)
-    if not run.checkpoint_path.exists():
+    if not (run.checkpoint_path.exists() or previous_path(run.checkpoint_path).exists()):
         raise RunDirError(f"no checkpoint in {run.path}: is it a run folder written by `pyro-aevb train`?")
-    config = TrainConfig(**json.loads(run.config_path.read_text())["config"])
+    state, _ = load_latest(run.checkpoint_path, map_location=device, log=_note)
+    try:
+        _, config = read_config(run, unknown="ignore")
+    except (ConfigError, RunDirError) as e:
+        if "config" not in state:
+            raise
+        _note(f"{e}; using the settings stored in the checkpoint")
+        config = TrainConfig.from_dict(state["config"], source=f"the settings in {run.checkpoint_path}", unknown="ignore")
     config.device = str(device)
-    state = load_checkpoint(run.checkpoint_path, map_location=device)
     vae = build_model(config, state["x_dim"]).to(device)
     vae.load_state_dict(state["vae"])
     # Values of pyro.param sites outside the modules (a learnable prior, say) live in the param store.
@@ -541,6 +674,9 @@ def load_run(run_dir, device="cpu"):
         vae.model(x)
     restore_param_store(state["param_store"])
     vae.config = config
-    vae.metrics = read_metrics(run.metrics_path) if run.metrics_path.exists() else []
+    if "metrics" in state:
+        vae.metrics = metrics_as_floats(state["metrics"])
+    else:
+        vae.metrics = read_metrics(run.metrics_path, strict=False) if run.metrics_path.exists() else []
     vae.eval()
     return vae

@@ -1,0 +1,40 @@
+"""
+Named points in the writing of a run folder where a test can kill the process outright (SIGKILL), to
+prove that a run killed at any of them resumes exactly.
+
+``PYRO_AEVB_FAULT_KILL_AT="checkpoint-write:2"`` kills the process the second time it reaches the point
+``checkpoint-write``. The variable is read once, when this module is imported; unset (always, outside
+the tests), :func:`reached` does nothing but count.
+
+Points: ``checkpoint-write`` (half of the new checkpoint's bytes written to its temporary file),
+``checkpoint-rotate`` (the previous generation renamed, the new one not yet in place),
+``metrics-row`` (half of a metrics row written to ``metrics.csv``), ``evaluate`` (at the start of an
+evaluation) and ``step`` (after a training step).
+"""
+
+import os
+import signal
+
+__all__ = ["POINTS", "reached"]
+
+POINTS = ("checkpoint-write", "checkpoint-rotate", "metrics-row", "evaluate", "step")
+
+
+def _parse(text):
+    if not text:
+        return None
+    name, _, count = text.partition(":")
+    if name not in POINTS:
+        raise ValueError(f"PYRO_AEVB_FAULT_KILL_AT names an unknown point {name!r}; points: {', '.join(POINTS)}")
+    return name, int(count or 1)
+
+
+_KILL_AT = _parse(os.environ.get("PYRO_AEVB_FAULT_KILL_AT", ""))
+_counts = dict.fromkeys(POINTS, 0)
+
+
+def reached(name):
+    """Count one passage through the point ``name``; SIGKILL this process if it is the armed passage."""
+    _counts[name] += 1
+    if _KILL_AT is not None and _KILL_AT == (name, _counts[name]):
+        os.kill(os.getpid(), signal.SIGKILL)
