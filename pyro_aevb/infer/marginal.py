@@ -329,8 +329,12 @@ def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_dia
         if guide is None:
             raise ValueError("estimator='is' needs a guide as proposal")
         log_px, info = _is_log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
+    elif estimator == "ais":
+        from pyro_aevb.infer import ais
+
+        log_px, info = ais.log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
     else:
-        raise ValueError(f"estimator must be 'hmc' or 'is', got {estimator!r}")
+        raise ValueError(f"estimator must be 'hmc', 'is' or 'ais', got {estimator!r}")
     return (log_px, info) if return_diagnostics else log_px
 
 
