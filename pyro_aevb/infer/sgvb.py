@@ -19,7 +19,10 @@ model is :math:`q_\phi(z|x) = \mathcal{N}(z; \mu, \sigma^2 I)` (Eq. (9)), the pr
         \qquad \text{(Eq. (10), Appendix B)}
 
 where, at the drawn :math:`z`, :math:`\log p(z) - \log q(z|x) = \sum_j -\tfrac12 z_j^2 + \tfrac12
-\epsilon_j^2 + \log\sigma_j`. The log-likelihood is Eq. (11) (Bernoulli, from the decoder's logits) or
+\epsilon_j^2 + \tfrac12 \log\sigma_j^2`. Every term takes :math:`\log\sigma^2` as the encoder's head
+gives it (:func:`~pyro_aevb.models.nets.loc_and_log_var`), never the log of :math:`\sigma`, so the loss and its
+gradients stay finite where :math:`\sigma^2` underflows; the Gaussian likelihood likewise takes the
+decoder's log-variance. The log-likelihood is Eq. (11) (Bernoulli, from the decoder's logits) or
 Eq. (12) (Gaussian) when the model keeps :meth:`VAE.observation_dist <pyro_aevb.models.vae.VAE.observation_dist>`,
 and the swapped distribution's ``log_prob`` otherwise.
 
@@ -36,19 +39,29 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pyro_aevb.models.nets import loc_and_log_var
 from pyro_aevb.models.vae import VAE
 
-__all__ = ["gaussian_neg_kl", "log_likelihood", "sgvb_loss"]
+__all__ = ["gaussian_neg_kl", "gaussian_neg_kl_log_var", "log_likelihood", "sgvb_loss"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def gaussian_neg_kl(z_loc, z_scale):
     r"""
-    :math:`-D_{KL}(\mathcal{N}(\mu, \sigma^2 I) \,\|\, \mathcal{N}(0, I)) = \frac12 \sum_j
-    (1 + \log\sigma_j^2 - \mu_j^2 - \sigma_j^2)`, Appendix B of [1], summed over the last dimension.
+    :func:`gaussian_neg_kl_log_var` from :math:`\sigma` (``z_scale``), as :math:`\log\sigma^2 = 2\log\sigma`.
     """
-    return 0.5 * (1 + 2 * z_scale.log() - z_loc**2 - z_scale**2).sum(-1)
+    return gaussian_neg_kl_log_var(z_loc, 2 * z_scale.log())
+
+
+def gaussian_neg_kl_log_var(z_loc, z_log_var):
+    r"""
+    :math:`-D_{KL}(\mathcal{N}(\mu, \sigma^2 I) \,\|\, \mathcal{N}(0, I)) = \frac12 \sum_j
+    (1 + \log\sigma_j^2 - \mu_j^2 - \sigma_j^2)`, Appendix B of [1], summed over the last dimension,
+    from :math:`\log\sigma^2` (``z_log_var``) as the encoder gives it: finite wherever
+    :math:`\sigma^2` is (:math:`\log\sigma^2` below about 88 in float32).
+    """
+    return 0.5 * (1 + z_log_var - z_loc**2 - torch.exp(z_log_var)).sum(-1)
 
 
 def log_likelihood(vae, z, x):
@@ -68,8 +81,9 @@ def log_likelihood(vae, z, x):
         logits = vae.decoder(z)
         # Summed before negating: one pass over the pixels fewer than Bernoulli.log_prob makes.
         return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
-    x_loc, x_scale = vae.decoder(z)
-    return (-0.5 * ((x - x_loc) / x_scale) ** 2 - x_scale.log()).sum(-1) - _HALF_LOG_2PI * x.shape[-1]
+    x_loc, x_log_var = loc_and_log_var(vae.decoder, z)
+    # -((x - mu) / sigma)^2 / 2 - log(sigma), with 1/sigma = exp(-log(sigma^2) / 2); the halves taken once, after the sum
+    return -0.5 * (((x - x_loc) * torch.exp(-0.5 * x_log_var)).square() + x_log_var).sum(-1) - _HALF_LOG_2PI * x.shape[-1]
 
 
 def sgvb_loss(vae, x, num_data=None, estimator="B", num_particles=1):
@@ -95,14 +109,14 @@ def sgvb_loss(vae, x, num_data=None, estimator="B", num_particles=1):
     if estimator not in ("A", "B"):
         raise ValueError(f"estimator must be 'A' or 'B', got {estimator!r}")
     scale = 1.0 if num_data is None else int(num_data) / batch_size
-    z_loc, z_scale = vae.encoder(x)
+    z_loc, z_log_var = loc_and_log_var(vae.encoder, x)
     shape = z_loc.shape if num_particles == 1 else (num_particles,) + z_loc.shape
-    eps = z_loc.new_empty(shape).normal_()  # the call Normal.rsample makes, so the guide's draws
-    z = z_loc + eps * z_scale
+    eps = z_loc.new_empty(shape).normal_()  # the call LogScaleNormal.rsample makes, so the guide's draws
+    z = z_loc + eps * torch.exp(0.5 * z_log_var)
     log_px = log_likelihood(vae, z, x).sum()
     if estimator == "B":
-        elbo = log_px / num_particles + gaussian_neg_kl(z_loc, z_scale).sum()
+        elbo = log_px / num_particles + gaussian_neg_kl_log_var(z_loc, z_log_var).sum()
     else:
-        log_p_minus_log_q = (0.5 * (eps**2 - z**2) + z_scale.log()).sum()
+        log_p_minus_log_q = (0.5 * (eps**2 - z**2 + z_log_var)).sum()
         elbo = (log_px + log_p_minus_log_q) / num_particles
     return -scale * elbo

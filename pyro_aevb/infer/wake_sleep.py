@@ -38,6 +38,7 @@ from pyro import poutine
 from pyro_aevb.infer.aevb import _direct_params
 from pyro_aevb.optim import FusedAdagrad
 from pyro_aevb.infer.sgvb import log_likelihood
+from pyro_aevb.models.nets import loc_and_log_var
 
 __all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "sleep_loss", "wake_loss"]
 
@@ -117,8 +118,8 @@ def direct_wake_loss(vae, x, num_data=None):
     :math:`-\frac{N}{M} \sum_i [\log \mathcal{N}(z^{(i)}; 0, I) + \log p_\theta(x^{(i)}|z^{(i)})]`.
     """
     with torch.no_grad():
-        z_loc, z_scale = vae.encoder(x)
-        z = z_loc + z_loc.new_empty(z_loc.shape).normal_() * z_scale
+        z_loc, z_log_var = loc_and_log_var(vae.encoder, x)
+        z = z_loc + z_loc.new_empty(z_loc.shape).normal_() * torch.exp(0.5 * z_log_var)
     log_prior = -0.5 * (z**2).sum() - _HALF_LOG_2PI * z.numel()
     return -_scale(x, num_data) * (log_prior + log_likelihood(vae, z, x).sum())
 
@@ -134,8 +135,9 @@ def direct_sleep_loss(vae, x, num_data=None):
         z = x.new_empty(x.shape[0], vae.z_dim).normal_()
         likelihood = vae.observation_dist(z)
         fantasy = likelihood.rsample() if likelihood.has_rsample else likelihood.sample()
-    z_loc, z_scale = vae.encoder(fantasy)
-    log_q = (-0.5 * ((z - z_loc) / z_scale) ** 2 - z_scale.log()).sum() - _HALF_LOG_2PI * z.numel()
+    z_loc, z_log_var = loc_and_log_var(vae.encoder, fantasy)
+    log_scale = 0.5 * z_log_var  # the guide's LogScaleNormal: no log of an exponential
+    log_q = (-0.5 * ((z - z_loc) * torch.exp(-log_scale)) ** 2 - log_scale).sum() - _HALF_LOG_2PI * z.numel()
     return -_scale(x, num_data) * log_q
 
 

@@ -12,6 +12,11 @@ hidden layer between two linear heads, one for the mean and one for the log-vari
     \log p(x|z) = \sum_i x_i \log y_i + (1 - x_i) \log(1 - y_i),
     \quad y = f_\sigma(W_2 \tanh(W_1 z + b_1) + b_2) \qquad \text{(Eq. 11)}
 
+Called, the two-headed nets return :math:`(\mu, \sigma)`; their ``loc_and_log_var`` returns
+:math:`(\mu, \log\sigma^2)` as the head gives it, which is what the model, the guide and the fast
+paths read (:func:`loc_and_log_var`), so that no density takes the log of an exponential that has
+underflowed or overflowed.
+
 The nets are plain :class:`torch.nn.Module` objects that return tensors; the probabilistic meaning
 (which distribution the outputs parametrise) lives in the model and the guide of
 :mod:`pyro_aevb.models.vae`.
@@ -22,7 +27,7 @@ The nets are plain :class:`torch.nn.Module` objects that return tensors; the pro
 import torch
 from torch import nn
 
-__all__ = ["BernoulliMLPDecoder", "GaussianMLPDecoder", "GaussianMLPEncoder", "init_normal_"]
+__all__ = ["BernoulliMLPDecoder", "GaussianMLPDecoder", "GaussianMLPEncoder", "init_normal_", "loc_and_log_var"]
 
 
 def init_normal_(module, std=0.01):
@@ -82,9 +87,14 @@ class GaussianMLPEncoder(_TanhMLP):
 
     def forward(self, x):
         """:returns: ``(z_loc, z_scale)``, each of shape ``x.shape[:-1] + (z_dim,)``."""
+        z_loc, z_log_var = self.loc_and_log_var(x)
+        return z_loc, torch.exp(0.5 * z_log_var)
+
+    def loc_and_log_var(self, x):
+        r""":returns: ``(z_loc, z_log_var)``, :math:`(\mu, \log\sigma^2)` as the two heads give them."""
         self._check(x)
         h = torch.tanh(self.hidden(x))
-        return self.loc(h), torch.exp(0.5 * self.log_var(h))
+        return self.loc(h), self.log_var(h)
 
 
 class BernoulliMLPDecoder(_TanhMLP):
@@ -114,6 +124,28 @@ class GaussianMLPDecoder(_TanhMLP):
 
     def forward(self, z):
         """:returns: ``(x_loc, x_scale)``, each of shape ``z.shape[:-1] + (x_dim,)``."""
+        x_loc, x_log_var = self.loc_and_log_var(z)
+        return x_loc, torch.exp(0.5 * x_log_var)
+
+    def loc_and_log_var(self, z):
+        r""":returns: ``(x_loc, x_log_var)``, the sigmoid mean and :math:`\log\sigma^2` as the head gives it."""
         self._check(z)
         h = torch.tanh(self.hidden(z))
-        return torch.sigmoid(self.loc(h)), torch.exp(0.5 * self.log_var(h))
+        return torch.sigmoid(self.loc(h)), self.log_var(h)
+
+
+def loc_and_log_var(net, inputs):
+    r"""
+    A two-headed net's :math:`(\mu, \log\sigma^2)`: its ``loc_and_log_var`` where it has one (the nets
+    of this module), else the log of the ``(loc, scale)`` that calling it returns (a user's own net).
+
+    The model and the guide of :class:`~pyro_aevb.models.vae.VAE`, the fast paths and wake-sleep's direct
+    losses read the log-variance through this function, so that it reaches the densities without a
+    round trip through :math:`\sigma^2 = \exp(\log\sigma^2)`, which underflows or overflows float32
+    for :math:`|\log\sigma^2|` beyond about 100 (see :mod:`pyro_aevb.models.distributions`).
+    """
+    method = getattr(net, "loc_and_log_var", None)
+    if method is not None:
+        return method(inputs)
+    loc, scale = net(inputs)
+    return loc, 2 * scale.log()

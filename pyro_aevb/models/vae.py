@@ -26,7 +26,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder
+from pyro_aevb.models.distributions import LogScaleNormal
+from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, loc_and_log_var
 
 __all__ = ["LIKELIHOODS", "VAE", "data_plate"]
 
@@ -97,12 +98,16 @@ class VAE(nn.Module):
     def guide(self, x, num_data=None):
         r"""
         The recognition model :math:`q_\phi(z|x) = \mathcal{N}(z; \mu, \sigma^2 I)` of Eq. (9) of [1],
-        with :math:`(\mu, \log\sigma^2)` from the Gaussian MLP encoder.
+        with :math:`(\mu, \log\sigma^2)` from the Gaussian MLP encoder. The distribution is a
+        :class:`~pyro_aevb.models.distributions.LogScaleNormal`, which takes :math:`\log\sigma =
+        \frac12 \log\sigma^2` as it is, so that its density and its KL divergence from the prior stay
+        finite where :math:`\sigma^2` underflows or overflows float32; no clamp limits the encoder's
+        output.
         """
         pyro.module("encoder", self.encoder)
         with data_plate(x, num_data):
-            z_loc, z_scale = self.encoder(x)
-            pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+            z_loc, z_log_var = loc_and_log_var(self.encoder, x)
+            pyro.sample("z", LogScaleNormal(z_loc, 0.5 * z_log_var).to_event(1))
 
     def observation_dist(self, z):
         r"""
@@ -110,12 +115,13 @@ class VAE(nn.Module):
 
         The Bernoulli skips Pyro's argument validation so that grey-level targets in [0, 1] are allowed;
         the training entry points check the data's support once with
-        :func:`pyro_aevb.data.check_support` instead.
+        :func:`pyro_aevb.data.check_support` instead. The Gaussian is a
+        :class:`~pyro_aevb.models.distributions.LogScaleNormal` on the decoder's log-variance.
         """
         if self.likelihood == "bernoulli":
             return dist.Bernoulli(logits=self.decoder(z), validate_args=False).to_event(1)
-        x_loc, x_scale = self.decoder(z)
-        return dist.Normal(x_loc, x_scale).to_event(1)
+        x_loc, x_log_var = loc_and_log_var(self.decoder, z)
+        return LogScaleNormal(x_loc, 0.5 * x_log_var).to_event(1)
 
     def sample_prior(self, num_samples):
         """Draw ``z`` from the prior by running :meth:`model` (so a subclass's prior is honoured)."""
