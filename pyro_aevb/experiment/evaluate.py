@@ -49,6 +49,7 @@ def evaluate_run(run_dir, estimator="hmc", split="test", num_points=1000, data_d
         )
     seconds = time.perf_counter() - start
     n = x.shape[0]
+    _warn_non_finite_estimates(log_px)
     result = {
         "run_dir": str(run_dir),
         "estimator": estimator,
@@ -101,8 +102,32 @@ def _has_encoder(config):
     return not config.method.startswith("mcem")
 
 
+def _warn_non_finite_estimates(log_px):
+    """Name the datapoints whose estimate of log p(x) is not finite (the mean over all of them is then not)."""
+    import warnings
+
+    from pyro_aevb.errors import RunWarning
+
+    bad = (~torch.isfinite(log_px.detach().cpu())).nonzero().reshape(-1).tolist()
+    if bad:
+        shown = ", ".join(map(str, bad[:20])) + (", ..." if len(bad) > 20 else "")
+        warnings.warn(
+            f"log p(x) is not finite at {len(bad)} of {log_px.numel()} datapoint(s): {shown}",
+            RunWarning,
+            stacklevel=3,
+        )
+
+
 def _summarise(info):
-    """Turn per-datapoint diagnostic tensors into JSON: summaries plus the flagged datapoints."""
+    """
+    Turn per-datapoint diagnostic tensors into JSON: summaries plus the flagged datapoints. Mean, min
+    and max are over the finite values; ``num_non_finite`` counts the others, and a warning names
+    their datapoints (the last dimension of a diagnostic is the datapoint's).
+    """
+    import warnings
+
+    from pyro_aevb.errors import RunWarning
+
     summary = {}
     for key, value in info.items():
         value = value.detach().cpu()
@@ -112,10 +137,22 @@ def _summarise(info):
             summary["not_mixed_indices"] = flags.nonzero().reshape(-1).tolist()
             continue
         value = value.float()
-        finite = value[torch.isfinite(value)]
+        is_finite = torch.isfinite(value)
+        finite = value[is_finite]
         summary[key] = {
             "mean": float(finite.mean()) if finite.numel() else float("nan"),
             "min": float(finite.min()) if finite.numel() else float("nan"),
             "max": float(finite.max()) if finite.numel() else float("nan"),
+            "num_non_finite": int((~is_finite).sum()),
         }
+        if not is_finite.all():
+            bad = (~is_finite).reshape(-1, value.shape[-1]).any(0) if value.dim() else ~is_finite.reshape(1)
+            points = bad.nonzero().reshape(-1).tolist()
+            shown = ", ".join(map(str, points[:20])) + (", ..." if len(points) > 20 else "")
+            warnings.warn(
+                f"diagnostic {key!r}: {int((~is_finite).sum())} non-finite value(s) of {value.numel()}, at "
+                f"datapoint(s) {shown}; its mean, min and max leave them out",
+                RunWarning,
+                stacklevel=2,
+            )
     return summary

@@ -328,6 +328,16 @@ def _warn_non_finite(row):
         )
 
 
+def _warn_non_finite(row):
+    """Say so when an evaluation row holds a non-finite bound or marginal likelihood (it is written as it is)."""
+    bad = [f"{key} = {value}" for key, value in row.items() if isinstance(value, float) and not math.isfinite(value)]
+    if bad:
+        _note(
+            f"the evaluation at {row['samples']} samples (step {row['steps']}) gave a non-finite "
+            f"{', '.join(bad)}; metrics.csv records it as it is"
+        )
+
+
 def _open_run(run, config, resume, samples):
     """The run's config: ``config``, or the saved one when resuming (with a new budget ``samples``)."""
     has_checkpoint = run.checkpoint_path.exists() or previous_path(run.checkpoint_path).exists()
@@ -487,6 +497,7 @@ class _Trainer:
                     )
                 row[f"{split}_log_marginal"] = float(log_px.mean())
         self.vae.train()
+        _warn_non_finite(row)
         return row
 
     def _cuda(self):
