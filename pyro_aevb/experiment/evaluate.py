@@ -6,10 +6,12 @@ thin layer over :func:`evaluate_run`.
 
 import json
 import math
+import re
 import time
 
 import torch
 
+from pyro_aevb._checks import check_choice, check_whole
 from pyro_aevb.data import load_dataset
 from pyro_aevb.infer.elbo import lower_bound
 from pyro_aevb.infer.marginal import log_marginal_likelihood
@@ -35,8 +37,12 @@ def evaluate_run(run_dir, estimator="hmc", split="test", num_points=1000, data_d
         per datapoint, nats), ``stderr`` (of that mean), the run's ``lower_bound`` on the same points
         when it has an encoder, and ``diagnostics``.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_choice("split", split, ("train", "test"))
+    check_whole("num_points", num_points, 1)
+    check_whole("seed", seed, 0, 2**64 - 1)
+    if not isinstance(device, str) or re.fullmatch(r"cpu|cuda(:\d+)?", device) is None:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    # The estimator and its options are checked by log_marginal_likelihood, before it draws anything.
     vae = load_run(run_dir, device=device)
     config = vae.config
     dataset = load_dataset(config.dataset, data_dir or config.data_dir, config.binarize, device=device)

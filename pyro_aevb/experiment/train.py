@@ -110,20 +110,61 @@ class TrainConfig:
     method_options: dict = dataclasses.field(default_factory=dict)
 
     def validate(self):
-        if self.method not in METHODS:
+        """
+        Check every field's type and range, and the combinations that can be checked without the data.
+        :returns: ``self``. :raises ConfigError: naming the field, the value and what it must be.
+        """
+        import os
+        import re
+
+        from pyro_aevb._checks import check_whole
+
+        if not isinstance(self.method, str) or self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
-        for name in ("latent_dim", "samples", "batch_size", "num_particles", "eval_points", "checkpoint_every"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value}")
-        if self.num_train is not None and (int(self.num_train) != self.num_train or self.num_train < 1):
-            raise ConfigError(f"num_train must be a positive integer, got {self.num_train}")
-        if self.hidden is not None and (int(self.hidden) != self.hidden or self.hidden < 1):
-            raise ConfigError(f"hidden must be a positive integer, got {self.hidden}")
+        from pyro_aevb.data import DATASETS
+
+        if not isinstance(self.dataset, str) or self.dataset not in DATASETS:
+            raise ConfigError(f"unknown data set {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if self.binarize not in (None, "none", "static", "dynamic"):
+            raise ConfigError(f"binarize must be 'none', 'static' or 'dynamic', got {self.binarize!r}")
+        for name in ("latent_dim", "samples", "batch_size", "num_particles", "eval_points", "checkpoint_every",
+                     "eval_train_points", "log_marginal_points"):
+            check_whole(name, getattr(self, name), 1, error=ConfigError)
+        for name in ("num_train", "hidden"):
+            if getattr(self, name) is not None:
+                check_whole(name, getattr(self, name), 1, error=ConfigError)
+        check_whole("seed", self.seed, 0, 2**32 - 3, error=ConfigError)  # numpy's seeds; evaluations use seed + 2
+        for value in (self.lr, self.weight_decay):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"need finite numbers lr > 0 and weight_decay >= 0, got {self.lr!r} and {self.weight_decay!r}")
         if not self.lr > 0 or not self.weight_decay >= 0:
             raise ConfigError(f"need lr > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
-        if self.log_marginal not in (None, "is", "hmc"):
-            raise ConfigError(f"log_marginal must be 'is' or 'hmc', got {self.log_marginal!r}")
+        if self.num_train is not None and self.batch_size > self.num_train:
+            raise ConfigError(f"batch_size ({self.batch_size}) is larger than num_train ({self.num_train})")
+        if self.log_marginal not in (None, "is", "hmc", "ais"):
+            raise ConfigError(f"log_marginal must be 'is', 'hmc' or 'ais', got {self.log_marginal!r}")
+        for name in ("model_options", "log_marginal_options", "method_options"):
+            value = getattr(self, name)
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ConfigError(f"{name} must be a dict with text keys, got {value!r}")
+        if self.log_marginal_options:
+            from pyro_aevb.infer import marginal
+
+            estimator = self.log_marginal or ("hmc" if self.method.startswith("mcem") else None)
+            if estimator is None:
+                raise ConfigError("log_marginal_options are used only with log_marginal ('is' or 'hmc') or an MCEM method")
+            from pyro_aevb.infer import ais
+
+            fn = {"hmc": marginal._hmc_log_marginal, "is": marginal._is_log_marginal, "ais": ais.log_marginal}[estimator]
+            unknown = set(self.log_marginal_options) - (set(inspect.signature(fn).parameters) - {"model", "x", "guide", "diagnostics"})
+            if unknown:
+                raise ConfigError(f"unknown log_marginal_options {sorted(unknown)} for the {estimator!r} estimator")
+        if not isinstance(self.model_class, str) or self.model_class.count(":") != 1:
+            raise ConfigError(f"model_class must be 'module:Class', got {self.model_class!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, (str, os.PathLike)):
+            raise ConfigError(f"data_dir must be a folder's path, got {self.data_dir!r}")
+        if not isinstance(self.device, str) or re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is None:
+            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} asked for, but CUDA is not available")
         return self

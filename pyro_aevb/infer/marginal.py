@@ -18,6 +18,7 @@ sample is simply one more row of a batch.
 MCMC`, Aki Vehtari, Andrew Gelman, Daniel Simpson, Bob Carpenter, Paul-Christian Bürkner (2021)
 """
 
+import inspect
 import math
 import warnings
 
@@ -26,6 +27,7 @@ from pyro import poutine
 from pyro.distributions import MultivariateNormal
 from pyro.poutine.util import prune_subsample_sites
 
+from pyro_aevb._checks import check_number, check_whole
 from pyro_aevb.infer import hmc
 
 __all__ = ["log_marginal_likelihood"]
@@ -154,6 +156,15 @@ def _mcmc_diagnostics(samples, log_ratio, rhat_threshold):
     return {"rhat": rhat, "ess": ess, "not_mixed": ~(rhat <= rhat_threshold), "stderr": stderr}
 
 
+def _check_data(x):
+    """The number of rows of ``x``, which must be a tensor ``[B, D]`` of finite numbers with B >= 1."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] == 0 or not x.is_floating_point():
+        raise ValueError(f"x must be a float tensor [B, D] with B >= 1, got {getattr(x, 'shape', type(x).__name__)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x holds non-finite values")
+    return x.shape[0]
+
+
 def _hmc_log_marginal(
     model,
     x,
@@ -170,15 +181,16 @@ def _hmc_log_marginal(
     init_proposals=None,
     diagnostics=False,
 ):
-    batch_size = x.shape[0]
-    if num_chains < 1 or num_samples < 2:
-        raise ValueError(f"need num_chains >= 1 and num_samples >= 2, got {num_chains} and {num_samples}")
-    if not 0.0 < q_cov_scale < 2.0:
-        raise ValueError(f"q_cov_scale must be in (0, 2) for a finite variance, got {q_cov_scale}")
+    batch_size = _check_data(x)
+    num_chains, num_samples = check_whole("num_chains", num_chains, 1), check_whole("num_samples", num_samples, 2)
+    warmup_steps, num_steps = check_whole("warmup_steps", warmup_steps, 0), check_whole("num_steps", num_steps, 1)
+    check_number("target_accept_prob", target_accept_prob, 0, 1)
+    check_number("step_size_jitter", step_size_jitter, 0, 1, low_open=False)
+    check_number("q_cov_scale", q_cov_scale, 0, 2)  # (0, 2) for a finite variance
+    check_number("rhat_threshold", rhat_threshold, 1, low_open=False)
     if init_proposals is None:
         init_proposals = 1 if guide is not None else 1000
-    if int(init_proposals) != init_proposals or init_proposals < 1:
-        raise ValueError(f"init_proposals must be a positive integer, got {init_proposals}")
+    init_proposals = check_whole("init_proposals", init_proposals, 1)
     x_chains = _repeat_rows(x, num_chains)
     with torch.no_grad():
         if init_proposals == 1:  # the draw itself: no weights to compute, no Gumbel noise drawn
@@ -219,12 +231,9 @@ def _hmc_log_marginal(
 
 
 def _is_log_marginal(model, x, guide, *, num_samples=5000, chunk_size=None, diagnostics=False):
-    batch_size = x.shape[0]
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be positive, got {num_samples}")
-    chunk_size = max(1, _IS_CHUNK_ROWS // batch_size) if chunk_size is None else chunk_size
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    batch_size = _check_data(x)
+    num_samples = check_whole("num_samples", num_samples, 1)
+    chunk_size = max(1, _IS_CHUNK_ROWS // batch_size) if chunk_size is None else check_whole("chunk_size", chunk_size, 1)
     log_sum_w = x.new_full((batch_size,), -math.inf)
     log_sum_w2 = x.new_full((batch_size,), -math.inf)
     with torch.no_grad():
@@ -323,6 +332,11 @@ def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_dia
     :param bool return_diagnostics: also return the dict of diagnostics.
     :returns: :math:`\log p_\theta(x^{(i)})` ``[B]``, or ``(log_px, diagnostics)``.
     """
+    known = {"hmc": _hmc_log_marginal, "is": _is_log_marginal}.get(estimator)
+    names = set(inspect.signature(known).parameters) - {"model", "x", "guide", "diagnostics"} if known else set()
+    unknown = set(options) - names if known else set()
+    if unknown:
+        raise ValueError(f"unknown options {sorted(unknown)} for estimator {estimator!r}")
     if estimator == "hmc":
         log_px, info = _hmc_log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
     elif estimator == "is":
