@@ -81,7 +81,7 @@ def _add_train(sub):
     a("--eval-train-points", type=_count, help=f"size of the evaluated training subset (its first rows) [{d.eval_train_points}]")
     a("--checkpoint-every", type=_count, help=f"samples between checkpoints [{d.checkpoint_every:.0e}]")
     a("--model-class", help=f"module:Class of the model, a pyro_aevb.VAE subclass [{d.model_class}]")
-    a("--log-marginal", choices=["is", "hmc"], help="also estimate log p(x) at each evaluation with this estimator")
+    a("--log-marginal", choices=["is", "hmc", "ais"], help="also estimate log p(x) at each evaluation with this estimator")
     a("--log-marginal-points", type=int, help=f"datapoints per split for --log-marginal [{d.log_marginal_points}]")
     a("--model-option", type=_option, action="append", dest="model_options", metavar="KEY=VALUE",
       help="a constructor argument of --model-class, e.g. num_components=20 (repeatable)")
@@ -134,13 +134,19 @@ def _add_evaluate(sub):
     )
     a = p.add_argument
     a("run_dir", type=Path, help="a run folder written by `pyro-aevb train`")
-    a("--estimator", choices=["hmc", "is"], default="hmc", help="hmc: Appendix D; is: importance sampling [hmc]")
+    a("--estimator", choices=["hmc", "is", "ais"], default="hmc",
+      help="hmc: Appendix D; is: importance sampling with the encoder; ais: annealed importance sampling [hmc]")
     a("--split", choices=["train", "test"], default="test", help="[test]")
     a("--num-points", type=_count, default=1000, help="first datapoints of the split, as in the paper [1000]")
     a("--num-samples", type=_count, help="hmc: draws per chain per stage (L) [50]; is: proposals K [5000]")
-    a("--num-chains", type=_count, help="hmc: chains per datapoint, for R-hat [4]")
+    a("--num-chains", type=_count, help="hmc, ais: chains per datapoint (hmc: for R-hat [4]; ais: K [16])")
+    a("--num-temps", type=_count, help="ais: temperatures T from p0 to the posterior [1000]")
     a("--warmup-steps", type=_count, help="hmc: step-size adaptation transitions [100]")
-    a("--num-steps", type=_count, help="hmc: leapfrog steps per transition, the paper's 4 [4]")
+    a("--num-steps", type=_count, help="hmc, ais: leapfrog steps per transition (hmc: the paper's 4 [4]; ais [10])")
+    a("--bdmc", type=_count, metavar="N",
+      help="also simulate N datapoints from the run's model and bracket their log p(x) by bidirectional AIS "
+           "(with --estimator ais, its options; else the ais defaults); adds a 'bdmc' object (num_points, lower, "
+           "upper, gap: means per datapoint, nats) to the output and warns when the gap exceeds 1 nat")
     a("--data-dir", help="folder holding the data files [the run's setting]")
     a("--device", default="cpu", help="[cpu]")
     a("--seed", type=int, default=0, help="[0]")
@@ -151,14 +157,18 @@ def _add_evaluate(sub):
 def _evaluate(args):
     from pyro_aevb.experiment.evaluate import evaluate_run
 
-    names = ("num_samples", "num_chains", "warmup_steps", "num_steps")
+    names = ("num_samples", "num_chains", "warmup_steps", "num_steps", "num_temps")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    if args.estimator == "is" and {"num_chains", "warmup_steps", "num_steps"} & set(options):
-        raise ConfigError("--num-chains, --warmup-steps and --num-steps apply to --estimator hmc only")
+    applies = {"hmc": {"num_samples", "num_chains", "warmup_steps", "num_steps"}, "is": {"num_samples"},
+               "ais": {"num_chains", "num_steps", "num_temps"}}[args.estimator]
+    wrong = sorted(set(options) - applies)
+    if wrong:
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        raise ConfigError(f"{flags}: not an option of --estimator {args.estimator}")
     if not any((args.run_dir / name).exists() for name in ("checkpoint.pt", "checkpoint.prev.pt")):
         raise ConfigError(f"no checkpoint in {args.run_dir}: is it a run folder written by `pyro-aevb train`?")
     result = evaluate_run(args.run_dir, args.estimator, args.split, args.num_points, data_dir=args.data_dir,
-                          device=args.device, seed=args.seed, out=args.out, **options)
+                          device=args.device, seed=args.seed, out=args.out, bdmc=args.bdmc, **options)
     shown = {k: v for k, v in result.items() if k != "per_datapoint"}
     print(json.dumps(shown, indent=2))
     return 0

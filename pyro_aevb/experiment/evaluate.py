@@ -13,6 +13,7 @@ import torch
 
 from pyro_aevb._checks import check_choice, check_whole
 from pyro_aevb.data import load_dataset
+from pyro_aevb.errors import ConfigError
 from pyro_aevb.infer.elbo import lower_bound
 from pyro_aevb.infer.marginal import log_marginal_likelihood
 from pyro_aevb.experiment.train import load_run
@@ -21,17 +22,25 @@ __all__ = ["evaluate_run"]
 
 
 def evaluate_run(run_dir, estimator="hmc", split="test", num_points=1000, data_dir=None, device="cpu",
-                 seed=0, out=None, **options):
+                 seed=0, out=None, bdmc=None, **options):
     """
     Estimate :math:`\\log p_\\theta(x)` per datapoint for the first ``num_points`` datapoints of a split.
 
     :param run_dir: a run folder written by :func:`pyro_aevb.train`.
-    :param str estimator: ``"hmc"`` (Appendix D) or ``"is"`` (importance sampling with the run's encoder).
+    :param str estimator: ``"hmc"`` (Appendix D), ``"is"`` (importance sampling with the run's encoder)
+        or ``"ais"`` (annealed importance sampling). A run without a trained encoder (methods ``mcem``,
+        ``mcem-is``) is evaluated without it, as the training loop does: ``"hmc"`` starts its chains
+        from prior draws resampled by their likelihood, ``"ais"`` from the prior, and ``"is"``, which
+        needs the encoder as proposal, is refused.
     :param str split: ``"train"`` or ``"test"``.
     :param int num_points: how many datapoints, from the start of the split.
     :param data_dir: where the data are (default: the run's own setting, then the usual lookup).
     :param int seed: seeds the estimator's random draws.
     :param out: if given, the result is also written there as JSON.
+    :param int bdmc: also simulate this many datapoints from the run's model and bracket their
+        :math:`\\log p_\\theta(x)` by :func:`pyro_aevb.infer.ais.bdmc`, with ``options`` if ``estimator`` is ``"ais"``;
+        the result then has a ``bdmc`` entry: ``num_points``, ``lower``, ``upper``, ``gap`` (means per
+        datapoint, nats). A gap above 1 nat is warned about.
     :param options: passed to :func:`pyro_aevb.log_marginal_likelihood`.
     :returns: a dict with ``estimator``, ``split``, ``num_points``, ``log_marginal_likelihood`` (mean
         per datapoint, nats), ``stderr`` (of that mean), the run's ``lower_bound`` on the same points
@@ -45,13 +54,19 @@ def evaluate_run(run_dir, estimator="hmc", split="test", num_points=1000, data_d
     # The estimator and its options are checked by log_marginal_likelihood, before it draws anything.
     vae = load_run(run_dir, device=device)
     config = vae.config
+    guide = vae.guide if _has_encoder(config) else None
+    if estimator == "is" and guide is None:
+        raise ConfigError(
+            f"estimator 'is' needs the run's encoder as proposal, and a {config.method} run has no trained "
+            "encoder: use --estimator ais or hmc"
+        )
     dataset = load_dataset(config.dataset, data_dir or config.data_dir, config.binarize, device=device)
     x = dataset.eval_split(split, min(num_points, getattr(dataset, f"num_{split}")))
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed)
         log_px, info = log_marginal_likelihood(
-            vae.model, x, estimator=estimator, guide=vae.guide, return_diagnostics=True, **options
+            vae.model, x, estimator=estimator, guide=guide, return_diagnostics=True, **options
         )
     seconds = time.perf_counter() - start
     n = x.shape[0]
@@ -71,6 +86,8 @@ def evaluate_run(run_dir, estimator="hmc", split="test", num_points=1000, data_d
     }
     if _has_encoder(config):
         result["lower_bound"] = lower_bound(vae.model, vae.guide, x, seed=seed)
+    if bdmc is not None:
+        result["bdmc"] = _bdmc(vae, guide, x, bdmc, seed, options if estimator == "ais" else {})
     if out is not None:
         _write_result(result, out)
     return result
@@ -102,6 +119,34 @@ def _write_result(result, out):
             f"{result['log_marginal_likelihood']:.4f} nats per datapoint, was not saved there; the run folder is "
             f"unchanged. {action.capitalize()}, then run the command again."
         ) from None
+
+
+def _bdmc(vae, guide, like_x, num_points, seed, options):
+    """BDMC on ``num_points`` datapoints simulated from the run's model: means per datapoint, and a warning for a wide gap."""
+    import warnings
+
+    from pyro_aevb.infer.ais import bdmc, simulate
+
+    check_whole("bdmc", num_points, 1)
+    with torch.random.fork_rng(devices=[like_x.device] if like_x.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        x, latents = simulate(vae.model, num_points, like_x)
+        start = time.perf_counter()
+        lower, upper = bdmc(vae.model, x, latents, guide, **options)
+    summary = {
+        "num_points": int(num_points),
+        "lower": float(lower.mean()),
+        "upper": float(upper.mean()),
+        "gap": float((upper - lower).mean()),
+        "seconds": time.perf_counter() - start,
+    }
+    if summary["gap"] > 1.0:
+        warnings.warn(
+            f"the BDMC gap is {summary['gap']:.2f} nats (more than 1): AIS has not converged on this model; "
+            "raise --num-temps",
+            stacklevel=3,
+        )
+    return summary
 
 
 def _has_encoder(config):
