@@ -13,9 +13,18 @@ Two measurements, printed as a Markdown table of medians over ``--repeats`` runs
    paper's settings (4 leapfrog steps, L = 50 draws per chain) and its own defaults (jittered step
    sizes; chains started at prior draws resampled by their likelihood).
 
+3. With ``--ais-data N``: annealed importance sampling (``estimator="ais"``) on ``N`` datapoints under
+   the paper's own VAE class with the same ``3 -> 100 -> 784`` decoder (so that log p(x, z) comes from
+   the nets directly, the fast path), and its useful FLOP rate as a fraction of ``torch.matmul``'s,
+   measured in the same run at the decoder's layer shapes with as many rows as AIS advances at once
+   (chains x datapoints per chunk). Useful FLOPs are the decoder's forward and backward pass (to ``z``)
+   at every leapfrog step of the kept chains, from the layer shapes; the pilot run and the gradient
+   at the start of each transition count as overhead.
+
 Example::
 
     python benchmarks/bench_marginal.py --num-reference 20 --num-data 1000 --repeats 3 --data mnist
+    python benchmarks/bench_marginal.py --num-reference 0 --num-data 0 --ais-data 256 --ais-temps 200
 
 [1] Auto-Encoding Variational Bayes, Kingma & Welling (2013)
 """
@@ -69,6 +78,57 @@ def median_time(fn, repeats):
     return statistics.median(wall), statistics.median(cpu)
 
 
+def decoder_flops(z_dim, hidden_dim, x_dim):
+    """Multiply-adds x 2 of one row through the decoder, forward and backward to ``z``."""
+    forward = 2 * (z_dim * hidden_dim + hidden_dim * x_dim)
+    return 2 * forward
+
+
+def matmul_rate(rows, z_dim, hidden_dim, x_dim, repeats=20):
+    """FLOP/s of ``torch.matmul`` on the decoder's forward and backward products with ``rows`` rows."""
+    import torch
+
+    a1, w1 = torch.randn(rows, z_dim), torch.randn(z_dim, hidden_dim)
+    a2, w2 = torch.randn(rows, hidden_dim), torch.randn(hidden_dim, x_dim)
+    g2 = torch.randn(rows, x_dim)
+
+    def products():
+        torch.matmul(a1, w1), torch.matmul(a2, w2), torch.matmul(g2, w2.T), torch.matmul(a2, w1.T)
+
+    products()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        products()
+    seconds = (time.perf_counter() - start) / repeats
+    return rows * decoder_flops(z_dim, hidden_dim, x_dim) / seconds
+
+
+def bench_ais(args, x):
+    """Times ``estimator="ais"`` on the paper's VAE class; returns a dict with the FLOP rates."""
+    import torch
+    from torch import nn
+
+    from pyro_aevb import VAE
+    from pyro_aevb.infer import ais
+    from pyro_aevb.infer.marginal import log_marginal_likelihood
+
+    vae = VAE(784, 3, 100, "bernoulli", init_std=args.init_std)
+    for p in vae.decoder.parameters():
+        nn.init.normal_(p, std=args.init_std)
+    x = x[: args.ais_data]
+    chains, temps, steps = args.ais_chains, args.ais_temps, args.num_steps_ais
+    rows = chains * min(len(x), max(1, ais._CHUNK_ROWS // chains))
+    wall, cpu = median_time(
+        lambda: log_marginal_likelihood(vae.model, x, "ais", num_chains=chains, num_temps=temps, num_steps=steps),
+        args.repeats,
+    )
+    useful = len(x) * chains * (temps - 1) * steps * decoder_flops(3, 100, 784)
+    rate = useful / wall
+    reference = matmul_rate(rows, 3, 100, 784)
+    return {"datapoints": len(x), "rows": rows, "wall_s": wall, "cpu_s": cpu, "useful_flops": useful,
+            "useful_rate": rate, "matmul_rate": reference, "ratio": rate / reference}
+
+
 def main(args):
     import pyro
     import torch
@@ -115,11 +175,23 @@ def main(args):
     if args.num_reference > 0:
         (ref_wall, ref_cpu), (vec_wall, vec_cpu) = ref, vec
         lines.append(f"| speed-up, Pyro / vectorised | | {ref_wall / vec_wall:.1f}x | {ref_cpu / vec_cpu:.1f}x | |")
+    ais_report = None
+    if args.ais_data > 0:
+        ais_report = bench_ais(args, load_data(args.data, args.ais_data, args.data_dir))
+        lines += [
+            "",
+            f"AIS, the paper's VAE (3-100-784), {ais_report['datapoints']} datapoints, {args.ais_chains} chains, "
+            f"{args.ais_temps} temperatures, {args.num_steps_ais} leapfrog steps, {ais_report['rows']} rows per chunk: "
+            f"{ais_report['wall_s']:.2f} s, useful {ais_report['useful_rate'] / 1e9:.2f} GFLOP/s, "
+            f"torch.matmul at the same shapes {ais_report['matmul_rate'] / 1e9:.2f} GFLOP/s, "
+            f"ratio {ais_report['ratio']:.2f}",
+        ]
     print("\n".join(lines))
     if args.out:
         report = {
             "title": title, "arguments": {k: str(v) for k, v in vars(args).items()},
             "rows": [{"run": name, "datapoints": n, "wall_s": wall, "cpu_s": cpu} for name, n, (wall, cpu) in rows],
+            "ais": ais_report,
         }
         Path(args.out).write_text(json.dumps(report, indent=2))
     return rows
@@ -136,6 +208,10 @@ def parse_args(argv=None):
     parser.add_argument("--num-steps", type=int, default=4, help="leapfrog steps per transition")
     parser.add_argument("--init-std", type=float, default=0.01, help="std of the random decoder weights")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ais-data", type=int, default=0, help="datapoints for the AIS timing (0 skips it)")
+    parser.add_argument("--ais-chains", type=int, default=16, help="AIS chains per datapoint")
+    parser.add_argument("--ais-temps", type=int, default=100, help="AIS temperatures")
+    parser.add_argument("--num-steps-ais", type=int, default=10, help="AIS leapfrog steps per transition")
     parser.add_argument("--threads", type=int, help="torch threads [PyTorch's default: one per core]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", help="also write the results as JSON here")

@@ -169,10 +169,20 @@ def test_swapped_prior_stays_on_the_traced_path():
 
 
 def test_num_particles_repeats_datapoints():
+    x = torch.rand(BATCH, X_DIM).round()
+    pyro.set_rng_seed(1)
     vae = VAE(X_DIM, Z_DIM, 5)
     method = WakeSleep(vae, TrainConfig(num_particles=3))
-    loss = method.step(torch.rand(BATCH, X_DIM).round(), torch.arange(BATCH), NUM_DATA)
-    assert math.isfinite(loss), f"loss {loss}"
+    pyro.set_rng_seed(2)
+    loss = method.step(x, torch.arange(BATCH), NUM_DATA)
+    # L = 3 is one sample for each of three copies of every row: the same step as L = 1 on x repeated.
+    pyro.clear_param_store()
+    pyro.set_rng_seed(1)
+    repeated = WakeSleep(VAE(X_DIM, Z_DIM, 5), TrainConfig())
+    pyro.set_rng_seed(2)
+    assert loss == repeated.step(x.repeat(3, 1), torch.arange(3 * BATCH), NUM_DATA)
+    for (name, p), q in zip(vae.named_parameters(), repeated.vae.parameters()):
+        assert torch.equal(p, q), f"{name} differs from the step on repeated rows"
     with pytest.raises(ValueError, match="smaller than the minibatch"):
         method.step(torch.rand(BATCH, X_DIM).round(), torch.arange(BATCH), 2 * BATCH)
 

@@ -42,7 +42,10 @@ import torch
 
 from pyro_aevb.infer import hmc
 
-__all__ = ["AISResult", "linear_schedule", "pilot_step_sizes", "run", "schedule", "sigmoid_schedule"]
+__all__ = [
+    "AISResult", "bdmc", "linear_schedule", "log_marginal", "pilot_step_sizes", "run", "schedule", "sigmoid_schedule",
+    "simulate",
+]
 
 AISResult = namedtuple("AISResult", ["log_weights", "z", "accept_prob"])
 AISResult.__doc__ = """
