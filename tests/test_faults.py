@@ -69,7 +69,7 @@ def test_killed_rank_ends_the_job_and_resume_finishes_it(tmp_path):
     assert job.returncode != 0, "a job that lost a rank must fail"
     assert "rank      : 1" in stderr or "SIGKILL" in stderr, f"torchrun names no failed rank: {stderr[-2000:]}"
     print(f"job ended {time.time() - killed:.1f} s after the kill")
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["samples"] % 1000 == 0 and state["samples"] < samples, f"checkpoint at {state['samples']} samples"
 
     reference = run(single(*args, "--out", tmp_path / "reference"))

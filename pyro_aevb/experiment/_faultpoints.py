@@ -3,8 +3,10 @@ Named points in the writing of a run folder where a test can kill the process ou
 prove that a run killed at any of them resumes exactly.
 
 ``PYRO_AEVB_FAULT_KILL_AT="checkpoint-write:2"`` kills the process the second time it reaches the point
-``checkpoint-write``. The variable is read once, when this module is imported; unset (always, outside
-the tests), :func:`reached` does nothing but count.
+``checkpoint-write``; ``"step:12:STOP"`` stops it there instead (SIGSTOP), so that a test can damage
+the run folder, the disk or the file system under a paused run and let it go on (SIGCONT). The
+variable is read once, when this module is imported; unset (always, outside the tests),
+:func:`reached` does nothing but count.
 
 Points: ``checkpoint-write`` (half of the new checkpoint's bytes written to its temporary file),
 ``checkpoint-rotate`` (the previous generation renamed, the new one not yet in place),
@@ -23,10 +25,11 @@ POINTS = ("checkpoint-write", "checkpoint-rotate", "metrics-row", "evaluate", "s
 def _parse(text):
     if not text:
         return None
-    name, _, count = text.partition(":")
-    if name not in POINTS:
-        raise ValueError(f"PYRO_AEVB_FAULT_KILL_AT names an unknown point {name!r}; points: {', '.join(POINTS)}")
-    return name, int(count or 1)
+    name, _, rest = text.partition(":")
+    count, _, how = rest.partition(":")
+    if name not in POINTS or how not in ("", "KILL", "STOP"):
+        raise ValueError(f"PYRO_AEVB_FAULT_KILL_AT={text!r}: expected POINT[:COUNT[:KILL|STOP]], points: {', '.join(POINTS)}")
+    return name, int(count or 1), signal.SIGSTOP if how == "STOP" else signal.SIGKILL
 
 
 _KILL_AT = _parse(os.environ.get("PYRO_AEVB_FAULT_KILL_AT", ""))
@@ -36,5 +39,5 @@ _counts = dict.fromkeys(POINTS, 0)
 def reached(name):
     """Count one passage through the point ``name``; SIGKILL this process if it is the armed passage."""
     _counts[name] += 1
-    if _KILL_AT is not None and _KILL_AT == (name, _counts[name]):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _KILL_AT is not None and _KILL_AT[:2] == (name, _counts[name]):
+        os.kill(os.getpid(), _KILL_AT[2])

@@ -377,6 +377,9 @@ def _keep_previous(path):
         with open(link, "rb") as f:
             os.fsync(f.fileno())
     os.replace(link, prev)
+    # If prev already was a link to path's file (a run killed after this step last time), rename(2) does
+    # nothing and leaves the link behind.
+    _unlink(link)
 
 
 def remove_temporary(folder):
