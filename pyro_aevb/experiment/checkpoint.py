@@ -263,7 +263,9 @@ def restore_param_store(saved_state):
             if name in store:
                 store._params[name].copy_(value)  # the unconstrained tensor, shared with modules and optimizer
             else:
-                constraint = decode_constraint(saved_state["constraints"][name])
+                constraint = saved_state["constraints"][name]
+                if not isinstance(constraint, constraints.Constraint):  # Pyro's own get_state() holds objects
+                    constraint = decode_constraint(constraint)
                 store.setdefault(name, transform_to(constraint)(value), constraint)
 
 
