@@ -435,3 +435,27 @@ def test_write_errors_by_mock(what, code, expected, reason, tmp_path, monkeypatc
         monkeypatch.undo()
         train(config, tmp_path / "run", resume=True, progress=False)
         assert (tmp_path / "run" / "reconstructions.png").exists()
+
+
+def test_reproduce_writes_what_it_can_and_names_the_damaged_run(tmp_path, monkeypatch):
+    """reproduce(): the table and figures without the damaged run, then a message naming it; a failed write
+    of the outputs says where and that the runs are safe."""
+    import pyro_aevb.experiment.reproduce as reproduce_module
+    from pyro_aevb.errors import UserError
+
+    small = dict(CONFIG, samples=500, eval_points=2)
+    configs = [TrainConfig(**small), TrainConfig(**{**small, "latent_dim": 3})]
+    monkeypatch.setattr(reproduce_module, "figure2", lambda base, dataset: configs)
+    damaged = tmp_path / "runs" / reproduce_module.run_name(configs[0])
+    damaged.mkdir(parents=True)
+    (damaged / "config.json").write_text('{"config": {"latent_dim": "five"}}')
+    with pytest.raises(UserError) as raised:
+        reproduce_module.reproduce("figure2", out=tmp_path, jobs=1, log=lambda line: None)
+    message = str(raised.value)
+    assert "1 of 2 runs could not be trained" in message and reproduce_module.run_name(configs[0]) in message, message
+    rows = (tmp_path / "figure2-mnist" / "results.csv").read_text().splitlines()
+    assert len(rows) == 2 and ",3," in rows[1], rows  # the header and the good run
+
+    monkeypatch.setattr(reproduce_module, "_table", _fail(errno.ENOSPC))
+    with pytest.raises(UserError, match="could not write the results of figure2 .*the disk is full.*The runs are trained"):
+        reproduce_module.reproduce("figure2", out=tmp_path, jobs=1, log=lambda line: None)

@@ -374,7 +374,7 @@ def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, 
 
         reason, action = describe_os_error(e)
         raise UserError(
-            f"could not write the results of {experiment} to {dest} ({e.filename or dest}): {reason}. The runs are "
+            f"could not write the results of {experiment} to {e.filename or dest}: {reason}. The runs are "
             f"trained and saved in {Path(out) / 'runs'}; {action}, then run the same command again (finished runs "
             "are not trained again)."
         ) from None
