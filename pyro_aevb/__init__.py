@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 from pyro_aevb.infer.aevb import AEVB, PAPER_STEP_SIZES
 from pyro_aevb.infer.ais import bdmc
 from pyro_aevb.data import DATASETS, Dataset, DataError, MinibatchSampler, load_dataset
-from pyro_aevb.errors import ConfigError, RunDirError, TrainingDiverged, UserError
+from pyro_aevb.errors import ConfigError, RunDirError, TrainingDiverged, UnsupportedModelError, UserError
 from pyro_aevb.infer.elbo import lower_bound, make_elbo
 from pyro_aevb.infer.marginal import log_marginal_likelihood
 from pyro_aevb.infer.mcem import MCEM, ImportanceMCEM
@@ -17,6 +17,7 @@ from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, Gauss
 from pyro_aevb.experiment.train import METHODS, TrainConfig, load_run, train
 from pyro_aevb.models.vae import VAE, data_plate
 from pyro_aevb.models.variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
+from pyro_aevb.infer.sites import check_model
 from pyro_aevb.infer.wake_sleep import WakeSleep
 
 __all__ = [
@@ -40,9 +41,11 @@ __all__ = [
     "StudentTVAE",
     "TrainConfig",
     "TrainingDiverged",
+    "UnsupportedModelError",
     "UserError",
     "VAE",
     "WakeSleep",
+    "check_model",
     "bdmc",
     "data_plate",
     "init_normal_",

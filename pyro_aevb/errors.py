@@ -2,7 +2,7 @@
 
 __all__ = [
     "CheckpointError", "ConfigError", "DamagedCheckpoint", "RunDirError", "RunWarning", "TrainingDiverged",
-    "UnsafeCheckpoint", "UserError",
+    "UnsafeCheckpoint", "UnsupportedModelError", "UserError",
 ]
 
 
@@ -30,6 +30,13 @@ class UnsafeCheckpoint(CheckpointError):
     """
     A checkpoint that holds Python objects other than tensors, numbers, strings, lists and dicts. It is
     refused without running anything in it.
+    """
+
+
+class UnsupportedModelError(UserError, ValueError):
+    """
+    A model or guide outside the class the library supports (continuous latent variables per datapoint,
+    inside a plate over the data); the message names the site and the problem.
     """
 
 

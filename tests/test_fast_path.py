@@ -67,7 +67,7 @@ def _train_reference(vae, x, estimator, num_particles=1, steps=4):
 
 
 def _train_aevb(vae, x, estimator, num_particles=1, steps=4, **kwargs):
-    method = AEVB(vae, estimator, LR, num_particles, WEIGHT_DECAY, **kwargs)
+    method = AEVB(vae, estimator=estimator, lr=LR, num_particles=num_particles, weight_decay=WEIGHT_DECAY, **kwargs)
     for _ in range(steps):
         method.step(x, None, NUM_DATA)
     return method
@@ -153,7 +153,7 @@ def test_swapped_models_train_as_pyros_reference(cls, likelihood, options, direc
     """Swapped priors and likelihoods train as stock SVI trains them, their own pyro.param sites included."""
     x = _data(likelihood)
     expected = _reference_params(lambda: _vae(cls, likelihood, **options), x, estimator)
-    method = AEVB(_vae(cls, likelihood, **options), estimator, LR, 1, WEIGHT_DECAY)
+    method = AEVB(_vae(cls, likelihood, **options), estimator=estimator, lr=LR, weight_decay=WEIGHT_DECAY)
     method.step(x, None, NUM_DATA)
     after_one_step = _store_values()
     losses = [method.step(x, None, NUM_DATA) for _ in range(3)]
@@ -190,7 +190,7 @@ def _resume(state, vae, x):
 @pytest.mark.parametrize("estimator", ["B", "A"])
 def test_resume_gives_the_same_next_steps(cls, estimator):
     x = _data()
-    method = AEVB(_vae(cls), estimator, LR, 1, WEIGHT_DECAY)
+    method = AEVB(_vae(cls), estimator=estimator, lr=LR, weight_decay=WEIGHT_DECAY)
     for _ in range(3):
         method.step(x, None, NUM_DATA)
     state = _checkpoint(method.vae, method.state_dict()["optim"])
@@ -198,7 +198,7 @@ def test_resume_gives_the_same_next_steps(cls, estimator):
         method.step(x, None, NUM_DATA)
     expected = _store_values()
 
-    resumed = AEVB(_resume(state, _vae(cls), x), estimator, LR, 1, WEIGHT_DECAY)
+    resumed = AEVB(_resume(state, _vae(cls), x), estimator=estimator, lr=LR, weight_decay=WEIGHT_DECAY)
     resumed.load_state_dict({"optim": state["optim"]})
     for _ in range(2):
         resumed.step(x, None, NUM_DATA)
@@ -251,7 +251,7 @@ def test_fused_adagrad_moves_only_the_given_parameters_and_takes_new_ones():
 
 
 def test_validation_setting_is_left_as_found():
-    method = AEVB(_vae(), "B", LR, 1, WEIGHT_DECAY)
+    method = AEVB(_vae(), estimator="B", lr=LR, weight_decay=WEIGHT_DECAY)
     for _ in range(3):
         method.step(_data(), None, NUM_DATA)
     assert pyro.infer.util.is_validation_enabled(), "AEVB.step changed the global validation setting"
@@ -267,7 +267,7 @@ def test_first_step_validates_the_model():
                 z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
                 pyro.sample("x", dist.Poisson(self.decoder(z).exp()).to_event(1), obs=x + 0.5)
 
-    method = AEVB(_vae(WrongSupport), "B", LR, 1, WEIGHT_DECAY)
+    method = AEVB(_vae(WrongSupport), estimator="B", lr=LR, weight_decay=WEIGHT_DECAY)
     with pytest.raises(ValueError):
         method.step(_data(), None, NUM_DATA)
 

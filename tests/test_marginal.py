@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pyro_aevb.infer import hmc
-from pyro_aevb.infer.marginal import _log_joint, _reference_hmc_mcmc, _repeat_rows, _resampled_init, log_marginal_likelihood
+from pyro_aevb.infer.marginal import _latent_space, _log_joint, _reference_hmc_mcmc, _repeat_rows, _resampled_init, log_marginal_likelihood
 
 from conftest import DEVICES
 
@@ -122,7 +122,7 @@ def test_log_joint_matches_distributions():
     lg = LinearGaussian()
     x, z = lg.marginal.sample((4,)), torch.randn(4, 2)
     expected = dist.Normal(0.0, 1.0).log_prob(z).sum(-1) + dist.Normal(lg.decoder(z), lg.sigma).log_prob(x).sum(-1)
-    assert torch.allclose(_log_joint(lg.model, x, z), expected, atol=1e-5)
+    assert torch.allclose(_log_joint(_latent_space(lg.model, x), x, z), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("chunk_size", [None, 7], ids=["one-chunk", "uneven-chunks"])
@@ -132,6 +132,15 @@ def test_is_is_exact_with_the_exact_posterior(chunk_size):
     # q = p(z|x) makes every weight equal to p(x): the estimate is exact for any K.
     log_px = log_marginal_likelihood(lg.model, x, "is", lg.guide(), num_samples=20, chunk_size=chunk_size)
     assert torch.allclose(log_px, lg.marginal.log_prob(x), atol=1e-4)
+
+
+def test_is_diagnostics_are_exact_with_the_exact_posterior():
+    """Equal weights: the importance-sampling ESS is K exactly and the standard error 0."""
+    lg = LinearGaussian()
+    x = lg.marginal.sample((4,))
+    _, info = log_marginal_likelihood(lg.model, x, "is", lg.guide(), num_samples=20, chunk_size=7, return_diagnostics=True)
+    torch.testing.assert_close(info["ess"], torch.full((4,), 20.0), rtol=1e-4, atol=0)
+    assert (info["stderr"] < 5e-3).all(), info["stderr"]
 
 
 def test_is_with_a_perturbed_guide():
@@ -241,9 +250,10 @@ def test_vectorised_sampler_agrees_with_pyro_mcmc(options):
     # Posterior means of the 2 * num_samples draws of each chain, pooled over chains: standard
     # error sd / sqrt(ESS), ESS >= draws / 4; 5 SE for each sampler against quadrature.
     x_chains = _repeat_rows(x, num_chains)
+    space = _latent_space(tb.model, x)
     draws = 2 * num_samples
     vec = hmc.sample(
-        lambda z: -_log_joint(tb.model, x_chains, z), torch.randn(len(x_chains), 2), draws, options["warmup_steps"]
+        lambda z: -_log_joint(space, x_chains, z), torch.randn(len(x_chains), 2), draws, options["warmup_steps"]
     )
     vec_mean = vec.samples.reshape(draws, num_chains, 2, 2).mean((0, 1))
     ref_mean = ref_samples.mean((0, 1))
@@ -325,12 +335,13 @@ def test_resampled_init_draws_from_the_posterior(proposal):
     lg = LinearGaussian()
     x = lg.decoder(torch.tensor([[0.5, -0.5]])).detach()
     guide = lg.guide(scale=2.0) if proposal == "guide" else None
-    z = _resampled_init(lg.model, guide, _repeat_rows(x, 200), 1000)
+    space = _latent_space(lg.model, x)
+    z = _resampled_init(space, guide, _repeat_rows(x, 200), 1000)
     u = (z - lg.post_loc(x)) / lg.post_var.sqrt()
     assert (u.mean(0).abs() < 0.35).all(), f"standardised mean {u.mean(0)}"
     assert ((u.std(0) - 1).abs() < 0.3).all(), f"standardised sd {u.std(0)}"
     if proposal == "prior":  # a single proposal is a prior draw: 4.1 and 2.2 posterior sds wide
-        u = (_resampled_init(lg.model, None, _repeat_rows(x, 200), 1) - lg.post_loc(x)) / lg.post_var.sqrt()
+        u = (_resampled_init(space, None, _repeat_rows(x, 200), 1) - lg.post_loc(x)) / lg.post_var.sqrt()
         assert (u.std(0) > 1.6).all(), f"standardised sd {u.std(0)}"  # 5 SE (0.11) below 2.2
 
 

@@ -100,7 +100,7 @@ def test_wake_sleep_improves_bound():
     num_data = 300
     x = ppca_data(num_data, 4, 1, sigma=1.0)
     vae = LinearGaussianVAE(4, 1)
-    method = WakeSleep(vae, TrainConfig(lr=0.1, weight_decay=0.0))
+    method = WakeSleep(vae, lr=0.1, weight_decay=0.0)
     before = lower_bound(vae.model, vae.guide, x, num_particles=100, seed=1)
     for _ in range(100):
         method.step(x, torch.arange(num_data), num_data)
@@ -150,7 +150,7 @@ def test_fast_path_trains_as_the_traced_path(make_vae):
         pyro.clear_param_store()
         torch.manual_seed(0)
         vae = make_vae()
-        method = WakeSleep(vae, TrainConfig(method="wake-sleep", method_options={"fast_path": fast_path}))
+        method = WakeSleep(vae, fast_path=fast_path)
         torch.manual_seed(1)
         for _ in range(5):
             method.step(x, torch.arange(BATCH), NUM_DATA)
@@ -162,7 +162,7 @@ def test_fast_path_trains_as_the_traced_path(make_vae):
 
 def test_swapped_prior_stays_on_the_traced_path():
     vae = LaplacePriorVAE(X_DIM, Z_DIM, 5)
-    method = WakeSleep(vae, TrainConfig(method="wake-sleep"))
+    method = WakeSleep(vae)
     for _ in range(2):
         method.step(torch.rand(BATCH, X_DIM).round(), torch.arange(BATCH), NUM_DATA)
     assert not method.uses_fast_path, "a swapped prior is not the direct losses' model"
@@ -172,13 +172,13 @@ def test_num_particles_repeats_datapoints():
     x = torch.rand(BATCH, X_DIM).round()
     pyro.set_rng_seed(1)
     vae = VAE(X_DIM, Z_DIM, 5)
-    method = WakeSleep(vae, TrainConfig(num_particles=3))
+    method = WakeSleep(vae, num_particles=3)
     pyro.set_rng_seed(2)
     loss = method.step(x, torch.arange(BATCH), NUM_DATA)
     # L = 3 is one sample for each of three copies of every row: the same step as L = 1 on x repeated.
     pyro.clear_param_store()
     pyro.set_rng_seed(1)
-    repeated = WakeSleep(VAE(X_DIM, Z_DIM, 5), TrainConfig())
+    repeated = WakeSleep(VAE(X_DIM, Z_DIM, 5))
     pyro.set_rng_seed(2)
     assert loss == repeated.step(x.repeat(3, 1), torch.arange(3 * BATCH), NUM_DATA)
     for (name, p), q in zip(vae.named_parameters(), repeated.vae.parameters()):

@@ -3,9 +3,14 @@ Figures: the lower bound against training samples (the paper's Figures 2 and 3),
 and samples from a trained model. matplotlib is imported only when a figure is drawn.
 """
 
+import math
+
 import torch
 
-__all__ = ["image_grid", "latent_grid", "plot_lower_bound", "plot_manifold", "plot_reconstructions"]
+from pyro_aevb.infer.predictive import decode, reconstruct, sample_means
+from pyro_aevb.infer.sites import LatentSpace
+
+__all__ = ["image_grid", "latent_grid", "manifold_site", "plot_lower_bound", "plot_manifold", "plot_reconstructions"]
 
 # The paper's axis labels, with the unit: Figure 2 plots the bound, Figure 3 the marginal likelihood.
 _YLABEL = {"lower_bound": r"$\mathcal{L}$ (nats per datapoint)", "log_marginal": "Marginal log-likelihood (nats per datapoint)"}
@@ -82,8 +87,8 @@ def plot_reconstructions(vae, x, image_shape, path, num_samples=20, seed=0):
     plt = _pyplot()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        recon = vae.reconstruct(x)
-        samples = vae.decode(vae.sample_prior(num_samples))
+        recon = reconstruct(vae.model, vae.guide, x)
+        samples = sample_means(vae.model, num_samples, x)
     panels = [("data", x, 1), ("reconstructions", recon, 1), ("samples from the model", samples, 2)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 4.6), height_ratios=[1, 1, 2])
     for ax, (title, images, nrow) in zip(axes, panels):
@@ -106,14 +111,26 @@ def latent_grid(num):
     return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1)
 
 
+def manifold_site(model, x_like):
+    """The name of the model's one latent site if it is 2-D per datapoint (a manifold can be drawn), else ``None``."""
+    space = LatentSpace.from_model(model, x_like)
+    return space.names[0] if space.dim == 2 and len(space.names) == 1 else None
+
+
 def plot_manifold(vae, image_shape, path, num=20, ax=None, title=None):
-    """Decode :func:`latent_grid` with a 2-D latent model: the learned data manifold (Figure 4 of [1])."""
-    if vae.z_dim != 2:
-        raise ValueError(f"a manifold plot needs a 2-D latent space, the model has {vae.z_dim}")
+    """
+    Decode :func:`latent_grid` with a model whose one latent site is 2-D: the learned data manifold
+    (Figure 4 of [1]). ``vae`` is any object with a Pyro ``.model`` (its parameters on the device).
+    """
     plt = _pyplot()
-    z = latent_grid(num).to(next(vae.parameters()).device)
+    device = next(iter(vae.parameters())).device if hasattr(vae, "parameters") else "cpu"
+    x_like = torch.zeros(num * num, math.prod(image_shape), device=device)
+    site = manifold_site(vae.model, x_like)
+    if site is None:
+        raise ValueError("a manifold plot needs a model with one latent site, 2-D per datapoint")
+    z = latent_grid(num).to(device)
     with torch.no_grad():
-        images = vae.decode(z)
+        images = decode(vae.model, {site: z}, x_like)
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 6 * image_shape[0] / image_shape[1]))

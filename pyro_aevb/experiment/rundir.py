@@ -244,7 +244,7 @@ class RunDir:
 
     def plot(self, vae, dataset, rows=None):
         """Draw the run's figures, each written to a temporary file and renamed into place."""
-        from pyro_aevb.experiment.plots import plot_lower_bound, plot_manifold, plot_reconstructions
+        from pyro_aevb.experiment.plots import manifold_site, plot_lower_bound, plot_manifold, plot_reconstructions
 
         if rows is None:
             rows = read_metrics(self.metrics_path, strict=False)
@@ -254,7 +254,8 @@ class RunDir:
                     plot_lower_bound({"": rows}, tmp, metric=metric)
         with self._atomic("reconstructions.png") as tmp:
             plot_reconstructions(vae, dataset.eval_split("test", 10), dataset.image_shape, tmp)
-        if getattr(vae, "z_dim", None) == 2:
+        x_test = dataset.eval_split("test", 1)
+        if manifold_site(vae.model, x_test) is not None:
             with self._atomic("manifold.png") as tmp:
                 plot_manifold(vae, dataset.image_shape, tmp)
 

@@ -25,7 +25,6 @@ import torch
 
 from pyro_aevb import __version__
 from pyro_aevb.experiment import distributed
-from pyro_aevb.infer.aevb import AEVB
 from pyro_aevb.experiment import _faultpoints as faultpoints
 from pyro_aevb.experiment.checkpoint import (
     FORMAT, get_param_store_state, get_rng_state, load_latest, previous_path, remove_temporary, restore_param_store,
@@ -235,19 +234,37 @@ def read_config(run, unknown="refuse"):
         raise ConfigError(f"{e} {fix}" if "Nothing was changed" not in str(e) else str(e)) from None
 
 
-def _aevb(estimator):
-    def make(vae, config):
-        return AEVB(vae, estimator, config.lr, config.num_particles, config.weight_decay, **config.method_options)
-
-    return make
-
-
-def _lazy(path):
-    """A method factory ``module:function`` imported on first use."""
+def _method(path, **fixed):
+    """
+    A factory ``(vae, config) -> method`` for the class at ``path`` (``module:Class``, imported on first
+    use), built as ``SVI(model, guide, ...)`` is: the model and guide callables, then keyword options
+    from the config (``lr``, ``weight_decay``, ``num_particles`` where the class takes it) and from
+    ``config.method_options``.
+    """
 
     def make(vae, config):
         module, name = path.split(":")
-        return getattr(importlib.import_module(module), name)(vae, config)
+        cls = getattr(importlib.import_module(module), name)
+        parameters = inspect.signature(cls).parameters
+        options = dict(fixed, lr=config.lr, weight_decay=config.weight_decay)
+        if "num_particles" in parameters:
+            options["num_particles"] = config.num_particles
+        elif config.num_particles != 1:
+            raise ConfigError(
+                f"{config.method} takes no num_particles (got {config.num_particles})"
+                + (": the HMC E-step keeps one sample per datapoint, and the importance-sampled one takes "
+                   "method option num_proposals" if config.method.startswith("mcem") else "")
+            )
+        known = set(parameters) - {"model", "guide"} - set(options)
+        unknown = set(config.method_options) - known
+        if unknown:
+            raise ConfigError(f"unknown method options {sorted(unknown)} for {config.method}; known: {sorted(known)}")
+        options.update(config.method_options)
+        guide = [vae.guide] if "guide" in parameters else []
+        try:
+            return cls(vae.model, *guide, **options)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"cannot build {config.method} with {options}: {e}") from None
 
     return make
 
@@ -255,11 +272,11 @@ def _lazy(path):
 #: Training methods by name: each factory takes ``(vae, config)`` and returns an object with
 #: ``step(x, idx, num_data) -> float``, ``state_dict()``, ``load_state_dict(state)`` and ``has_encoder``.
 METHODS = {
-    "aevb": _aevb("B"),
-    "aevb-mc": _aevb("A"),
-    "wake-sleep": _lazy("pyro_aevb.infer.wake_sleep:WakeSleep"),
-    "mcem": _lazy("pyro_aevb.infer.mcem:MCEM"),
-    "mcem-is": _lazy("pyro_aevb.infer.mcem:ImportanceMCEM"),
+    "aevb": _method("pyro_aevb.infer.aevb:AEVB", estimator="B"),
+    "aevb-mc": _method("pyro_aevb.infer.aevb:AEVB", estimator="A"),
+    "wake-sleep": _method("pyro_aevb.infer.wake_sleep:WakeSleep"),
+    "mcem": _method("pyro_aevb.infer.mcem:MCEM"),
+    "mcem-is": _method("pyro_aevb.infer.mcem:ImportanceMCEM"),
 }
 
 
@@ -288,19 +305,23 @@ def model_kwargs(cls, config, x_dim):
     ``hidden_dim`` (``--hidden``) where its constructor takes them (Pyro's tutorial ``VAE(z_dim,
     hidden_dim, use_cuda)`` takes no ``x_dim``), then ``config.model_options``.
     """
-    try:
-        parameters = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        parameters = {}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     offered = dict(
         x_dim=x_dim,
         z_dim=config.latent_dim,
         hidden_dim=config.hidden or DEFAULT_HIDDEN.get(config.dataset, 500),
     )
-    kwargs = {key: value for key, value in offered.items() if takes_any or key in parameters}
+    kwargs = {key: value for key, value in offered.items() if _accepts(cls, key)}
     kwargs.update(config.model_options)
     return kwargs
+
+
+def _accepts(cls, name):
+    """Whether the constructor of ``cls`` takes the keyword argument ``name``."""
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def build_model(config, x_dim):
@@ -369,16 +390,6 @@ def _warn_non_finite(row):
         )
 
 
-def _warn_non_finite(row):
-    """Say so when an evaluation row holds a non-finite bound or marginal likelihood (it is written as it is)."""
-    bad = [f"{key} = {value}" for key, value in row.items() if isinstance(value, float) and not math.isfinite(value)]
-    if bad:
-        _note(
-            f"the evaluation at {row['samples']} samples (step {row['steps']}) gave a non-finite "
-            f"{', '.join(bad)}; metrics.csv records it as it is"
-        )
-
-
 def _open_run(run, config, resume, samples):
     """The run's config: ``config``, or the saved one when resuming (with a new budget ``samples``)."""
     has_checkpoint = run.checkpoint_path.exists() or previous_path(run.checkpoint_path).exists()
@@ -434,7 +445,8 @@ class _Trainer:
         pyro.clear_param_store()
         pyro.set_rng_seed(config.seed)
         model_options = dict(config.model_options)
-        model_options.setdefault("likelihood", self.dataset.likelihood)
+        if _accepts(import_model_class(config.model_class), "likelihood"):
+            model_options.setdefault("likelihood", self.dataset.likelihood)
         config.model_options = model_options
         self.vae = build_model(config, self.dataset.x_dim).to(device)
         if getattr(self.vae, "x_dim", self.dataset.x_dim) != self.dataset.x_dim:
@@ -721,7 +733,7 @@ def load_run(run_dir, device="cpu"):
         if name in store:
             del store[name]
     with torch.random.fork_rng(devices=[]), pyro.poutine.block():
-        x = torch.zeros(1, vae.x_dim, device=device)
+        x = torch.zeros(1, state["x_dim"], device=device)
         vae.guide(x)
         vae.model(x)
     restore_param_store(state["param_store"])

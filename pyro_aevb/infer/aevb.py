@@ -37,10 +37,10 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI
 
-from pyro_aevb.infer.elbo import known_max_plate_nesting, make_elbo
+from pyro_aevb.infer.elbo import make_elbo
 from pyro_aevb.optim import FusedAdagrad
 from pyro_aevb.infer.sgvb import sgvb_loss
-from pyro_aevb.models.vae import VAE
+from pyro_aevb.infer.sites import check_model, model_and_guide, paper_vae, per_datapoint
 
 __all__ = ["AEVB", "PAPER_STEP_SIZES"]
 
@@ -50,34 +50,43 @@ PAPER_STEP_SIZES = (0.01, 0.02, 0.1)
 
 class AEVB:
     r"""
-    The AEVB training method: :class:`~pyro.infer.SVI` on ``vae.model`` and ``vae.guide``.
+    The AEVB training method: :class:`~pyro.infer.SVI` on a Pyro ``model`` and ``guide``, built as
+    ``SVI(model, guide, optim, loss)`` is.
 
-    :param vae: an object with Pyro functions ``model(x, num_data)`` and ``guide(x, num_data)``.
+    Any model and guide of the class of :mod:`pyro_aevb.infer.sites` train unchanged: site names are
+    free, a model may have several latent sites or constrained ones, and it may take the data set size
+    as ``num_data`` or not (then :func:`~pyro_aevb.infer.sites.per_datapoint` scales it by
+    :math:`N/M` with :func:`~pyro.poutine.scale`). The first step checks the pair and names the site
+    of any problem (:class:`~pyro_aevb.errors.UnsupportedModelError`).
+
+    :param callable model: the model ``model(x)`` or ``model(x, num_data)``; or an object with
+        ``.model`` and ``.guide`` (a :class:`~pyro_aevb.models.vae.VAE`), with ``guide`` left out.
+    :param callable guide: the guide, with the same latent sites.
     :param str estimator: ``"B"`` (Eq. (7), analytic KL) or ``"A"`` (Eq. (6)).
     :param float lr: Adagrad's global step size.
     :param int num_particles: L, samples of z per datapoint (the paper: 1).
     :param float weight_decay: precision :math:`\lambda` of the Gaussian prior on the parameters
         (the paper: 1); 0 turns it off.
-    :param bool fast_path: allow the direct computation of the estimator for a plain
+    :param bool fast_path: allow the direct computation of the estimator for the paper's own
         :class:`~pyro_aevb.models.vae.VAE` (see the module's notes); ``False`` runs :class:`~pyro.infer.SVI`
         at every step. Both give the same parameters up to floating-point rounding, for every
         ``num_particles``: both draw the same random numbers in the same order, since the SVI path is
-        told the model's plate nesting (:func:`~pyro_aevb.infer.elbo.known_max_plate_nesting`) instead
-        of guessing it with a run of the model that draws numbers of its own.
+        told the model's plate nesting (read off the first step's check) instead of guessing it with a
+        run of the model that draws numbers of its own.
     """
 
     has_encoder = True
 
-    def __init__(self, vae, estimator="B", lr=0.02, num_particles=1, weight_decay=1.0, fast_path=True):
+    def __init__(self, model, guide=None, *, estimator="B", lr=0.02, num_particles=1, weight_decay=1.0,
+                 fast_path=True):
         if estimator not in ("A", "B"):
             raise ValueError(f"estimator must be 'A' or 'B', got {estimator!r}")
-        if lr <= 0 or weight_decay < 0:
-            raise ValueError(f"need lr > 0 and weight_decay >= 0, got {lr} and {weight_decay}")
-        self.vae = vae
+        _check_optim(lr, weight_decay)
+        self.model, self.guide, self.vae = model_and_guide(model, guide)
         self.estimator = estimator
         self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
-        self.elbo = make_elbo(estimator == "B", num_particles, max_plate_nesting=known_max_plate_nesting(vae))
-        self.svi = SVI(vae.model, vae.guide, self.optim, self.elbo)
+        self.elbo = make_elbo(estimator == "B", num_particles)
+        self.svi = SVI(per_datapoint(self.model), per_datapoint(self.guide), self.optim, self.elbo)
         self.num_particles = self.elbo.num_particles
         self.fast_path = bool(fast_path)
         self._first_step = True
@@ -89,15 +98,19 @@ class AEVB:
         return self._params is not None
 
     def step(self, x, idx, num_data):
-        """
+        r"""
         One Adagrad step on the minibatch ``x`` (rows ``idx`` of a data set of size ``num_data``).
 
-        :returns: the loss, :math:`-\\widetilde{\\mathcal{L}}^M`, scaled to the whole data set.
+        :returns: the loss, :math:`-\widetilde{\mathcal{L}}^M`, scaled to the whole data set.
         """
         if self._first_step:
             self._first_step = False
             # Under the caller's validation setting: a model's mistakes surface at the first step.
-            self._params = _direct_params(self.vae, x, num_data) if self.fast_path else None
+            nesting = check_model(self.model, x, self.guide).max_plate_nesting
+            # As Pyro's own guess counts it: one more plate for the vectorised particles.
+            self.elbo.max_plate_nesting = nesting + int(self.elbo.vectorize_particles and self.num_particles > 1)
+            vae = paper_vae(self.model, self.guide) if self.fast_path else None
+            self._params = _direct_params(vae, x, num_data) if vae is not None else None
             if self._params is None:
                 return self.svi.step(x, num_data)
         with pyro.validation_enabled(False):
@@ -123,13 +136,10 @@ class AEVB:
 def _direct_params(vae, x, num_data):
     """
     The parameters :func:`sgvb_loss` trains, in Pyro's param store, if it computes ``vae``'s objective:
-    ``vae`` must be a :class:`~pyro_aevb.models.vae.VAE` with the class's ``model`` and ``guide``, its sites
-    exactly ``"z"`` and ``"x"``, and its parameters those of its modules (no ``pyro.param`` of its own).
-    ``None`` otherwise.
+    ``vae`` is the paper's own :class:`~pyro_aevb.models.vae.VAE` (:func:`~pyro_aevb.infer.sites.paper_vae`);
+    its sites must be exactly ``"z"`` and ``"x"``, and its parameters those of its modules (no
+    ``pyro.param`` of its own). ``None`` otherwise.
     """
-    cls = type(vae)
-    if not isinstance(vae, VAE) or cls.model is not VAE.model or cls.guide is not VAE.guide:
-        return None
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), torch.no_grad():
         with poutine.block():
             guide_trace = poutine.trace(vae.guide).get_trace(x, num_data)
@@ -147,3 +157,8 @@ def _direct_params(vae, x, num_data):
     if {id(p) for p in params} != {id(p) for p in own} or len(params) != len(own):
         return None
     return params
+
+
+def _check_optim(lr, weight_decay):
+    if not lr > 0 or not weight_decay >= 0:
+        raise ValueError(f"need lr > 0 and weight_decay >= 0, got {lr} and {weight_decay}")

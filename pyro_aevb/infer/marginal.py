@@ -3,12 +3,13 @@ Estimators of the marginal likelihood :math:`\log p_\theta(x^{(i)})` of each dat
 trained model: the MCMC-based estimator of Appendix D of [1] (``"hmc"``), and importance sampling
 with the recognition model as proposal (``"is"``).
 
-Any model and guide following the library's contract work unchanged: ``model(x)`` draws one latent
-site ``"z"`` per row of ``x`` inside a plate over the rows, and ``guide(x)`` draws ``"z"`` likewise.
-The per-datapoint log joint :math:`\log p_\theta(x^{(i)}, z)` is read off a trace of the model
-conditioned on ``z`` (the model called without ``num_data``, so that the plate does not rescale it).
-Several samples per datapoint are drawn by repeating the rows of ``x``, so every chain or importance
-sample is simply one more row of a batch.
+Any model of the class of :mod:`pyro_aevb.infer.sites` works unchanged, whatever its site names:
+its latent sites per datapoint (one or several, constrained or not) are found on its trace and
+flattened into one unconstrained vector per datapoint (:class:`~pyro_aevb.infer.sites.LatentSpace`),
+on which the chains move. The per-datapoint log joint :math:`\log p_\theta(x^{(i)}, z)` is read
+off a trace of the model conditioned on the latents (the model called without ``num_data``, so that
+nothing rescales it). Several samples per datapoint are drawn by repeating the rows of ``x``, so every
+chain or importance sample is simply one more row of a batch.
 
 **References**
 
@@ -23,48 +24,30 @@ import math
 import warnings
 
 import torch
-from pyro import poutine
 from pyro.distributions import MultivariateNormal
-from pyro.poutine.util import prune_subsample_sites
 
 from pyro_aevb._checks import check_number, check_whole
 from pyro_aevb.infer import hmc
+from pyro_aevb.infer.sites import check_model
 
 __all__ = ["log_marginal_likelihood"]
 
-_LATENT = "z"
 # Rows (datapoints x importance samples) evaluated in one batched pass of the "is" estimator.
 _IS_CHUNK_ROWS = 2**15
 
 
-def _trace(fn, x, data=None):
-    """A trace of ``fn(x)`` (conditioned on ``data``), hidden from enclosing handlers, without subsample sites."""
-    with poutine.block():
-        if data is not None:
-            fn = poutine.condition(fn, data=data)
-        trace = poutine.trace(fn).get_trace(x)
-    trace = prune_subsample_sites(trace)
-    if _LATENT not in trace.nodes:
-        raise ValueError(f"{getattr(fn, '__name__', fn)} has no sample site {_LATENT!r}")
-    return trace
+def _latent_space(model, x, guide=None):
+    """
+    The model's latent sites per datapoint (checked, with the guide's), found on one trace on ``x``
+    drawn from a forked random stream, so that the estimate's own draws do not depend on it.
+    """
+    return check_model(model, x, guide)
 
 
-def _log_prob_sum(trace, batch_size):
-    """:math:`\\sum` of the log-densities of the sample sites of ``trace``, one per datapoint ``[B]``."""
-    trace.compute_log_prob()
-    log_prob = sum(site["log_prob"] for site in trace.nodes.values() if site["type"] == "sample")
-    if log_prob.shape != (batch_size,):
-        raise ValueError(f"expected a log-density per datapoint, shape [{batch_size}], got {tuple(log_prob.shape)}")
-    return log_prob
-
-
-def _log_joint(model, x, z):
-    r""":math:`\log p_\theta(x^{(i)}, z^{(i)})` for each row, ``[B]``."""
-    trace = _trace(model, x, data={_LATENT: z})
-    latent = [name for name, site in trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]]
-    if latent:
-        raise ValueError(f"the model may have no latent site but {_LATENT!r}; it also samples {latent}")
-    return _log_prob_sum(trace, x.shape[0])
+def _log_joint(space, x, u):
+    r""":math:`\log p_\theta(x^{(i)}, u^{(i)})` for each row ``[B]``, in the unconstrained space (with the log-Jacobian)."""
+    log_prior, log_lik = space.log_joint(x, u)
+    return log_prior + log_lik
 
 
 def _repeat_rows(x, times):
@@ -72,7 +55,7 @@ def _repeat_rows(x, times):
     return x.repeat((times,) + (1,) * (x.dim() - 1))
 
 
-def _resampled_init(model, guide, x, num_proposals):
+def _resampled_init(space, guide, x, num_proposals):
     r"""
     Initial states for the chains of ``"hmc"`` by sampling-importance-resampling: for each row of
     ``x``, ``num_proposals`` draws of ``z`` from the guide (from the model's prior when ``guide`` is
@@ -80,7 +63,7 @@ def _resampled_init(model, guide, x, num_proposals):
     :math:`p_\theta(x, z) / q(z)` (:math:`p_\theta(x|z)` for the prior). The draw is a Gumbel-max over
     chunks of proposals, so memory stays bounded whatever ``num_proposals``.
 
-    :returns: ``z`` for each row of ``x`` ``[B, ...]``.
+    :returns: ``u`` for each row of ``x`` ``[B, D]``, in the unconstrained space.
     """
     batch_size = x.shape[0]
     chunk_size = max(1, _IS_CHUNK_ROWS // batch_size)
@@ -88,13 +71,12 @@ def _resampled_init(model, guide, x, num_proposals):
     for start in range(0, num_proposals, chunk_size):
         size = min(chunk_size, num_proposals - start)
         x_rep = _repeat_rows(x, size)
-        trace = _trace(guide or model, x_rep)
-        z = trace.nodes[_LATENT]["value"]
-        if guide is None:  # the model's own trace: the weight is the log-density of its other sites
-            log_joint = _log_prob_sum(trace, x_rep.shape[0])  # also fills in each site's "log_prob"
-            log_w = log_joint - trace.nodes[_LATENT]["log_prob"]
-        else:
-            log_w = _log_joint(model, x_rep, z) - _log_prob_sum(trace, x_rep.shape[0])
+        if guide is None:  # the model's own trace: the weight is the log-density of its observed sites
+            z, trace = space.sample_prior(x_rep)
+            log_w = space.site_log_probs(trace, x_rep.shape[0])[1]
+        else:  # both densities in the unconstrained space
+            z, log_q = space.sample_guide(guide, x_rep, unconstrained=True)
+            log_w = _log_joint(space, x_rep, z) - log_q
         gumbel = -torch.empty_like(log_w).exponential_().log()
         key, pick = (log_w + gumbel).reshape(size, batch_size).max(0)
         z = z.reshape((size, batch_size) + z.shape[1:])[pick, torch.arange(batch_size, device=x.device)]
@@ -191,22 +173,22 @@ def _hmc_log_marginal(
     if init_proposals is None:
         init_proposals = 1 if guide is not None else 1000
     init_proposals = check_whole("init_proposals", init_proposals, 1)
+    space = _latent_space(model, x, guide)
     x_chains = _repeat_rows(x, num_chains)
     with torch.no_grad():
         if init_proposals == 1:  # the draw itself: no weights to compute, no Gumbel noise drawn
-            z_init = _trace(guide or model, x_chains).nodes[_LATENT]["value"]
+            z_init = space.sample_prior(x_chains)[0] if guide is None else space.sample_guide(guide, x_chains)[0]
         else:
-            z_init = _resampled_init(model, guide, x_chains, int(init_proposals))
-    event_shape = z_init.shape[1:]
-    if event_shape.numel() > 5:
+            z_init = _resampled_init(space, guide, x_chains, int(init_proposals))
+    if space.dim > 5:
         warnings.warn(
             f"the Appendix D marginal likelihood estimator is reliable in low dimensions only "
-            f"(Nz = {event_shape.numel()} > 5)",
+            f"(Nz = {space.dim} > 5)",
             stacklevel=3,
         )
 
     def potential_fn(z):
-        return -_log_joint(model, x_chains, z)
+        return -_log_joint(space, x_chains, z)
 
     result = hmc.sample(
         potential_fn, z_init, 2 * num_samples, warmup_steps, num_steps,
@@ -234,16 +216,16 @@ def _is_log_marginal(model, x, guide, *, num_samples=5000, chunk_size=None, diag
     batch_size = _check_data(x)
     num_samples = check_whole("num_samples", num_samples, 1)
     chunk_size = max(1, _IS_CHUNK_ROWS // batch_size) if chunk_size is None else check_whole("chunk_size", chunk_size, 1)
+    space = _latent_space(model, x, guide)
     log_sum_w = x.new_full((batch_size,), -math.inf)
     log_sum_w2 = x.new_full((batch_size,), -math.inf)
     with torch.no_grad():
         for start in range(0, num_samples, chunk_size):
             size = min(chunk_size, num_samples - start)
             x_rep = _repeat_rows(x, size)
-            guide_trace = _trace(guide, x_rep)
-            z = guide_trace.nodes[_LATENT]["value"]
-            # Conditioning the model on the guide's draw replays it: "z" is the only latent site.
-            log_w = _log_joint(model, x_rep, z) - _log_prob_sum(guide_trace, x_rep.shape[0])
+            # The guide's draws and both densities in the constrained space, where the guide drew them.
+            values, log_q = space.sample_guide(guide, x_rep, unconstrained=False)
+            log_w = sum(space.log_densities(x_rep, values)) - log_q
             log_w = log_w.reshape(size, batch_size)
             log_sum_w = torch.logaddexp(log_sum_w, log_w.logsumexp(0))
             log_sum_w2 = torch.logaddexp(log_sum_w2, (2 * log_w).logsumexp(0))
@@ -325,7 +307,8 @@ def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_dia
     .. note:: No gradient reaches the model's or guide's parameters. ``"hmc"`` differentiates the log
         joint with respect to ``z`` only; ``"is"`` runs under :func:`torch.no_grad`.
 
-    :param callable model: ``model(x)``, with one latent site ``"z"`` per row of ``x``.
+    :param callable model: ``model(x)``, of the class of :mod:`pyro_aevb.infer.sites`: latent sites per
+        row of ``x``, whatever their names, inside a plate over the rows.
     :param torch.Tensor x: datapoints ``[B, D]``.
     :param str estimator: ``"hmc"`` or ``"is"``.
     :param callable guide: ``guide(x)``; required by ``"is"``, initialises the chains of ``"hmc"``.
@@ -371,15 +354,17 @@ def _reference_hmc_mcmc(
         def num_steps(self):
             return num_steps
 
+    space = _latent_space(model, x, guide)
     draws = []
     for b in range(x.shape[0]):
         x_b = x[b : b + 1]
         with torch.no_grad():
-            z_init = _trace(guide or model, _repeat_rows(x_b, num_chains)).nodes[_LATENT]["value"]
+            x_init = _repeat_rows(x_b, num_chains)
+            z_init = space.sample_prior(x_init)[0] if guide is None else space.sample_guide(guide, x_init)[0]
         chains = []
         for c in range(num_chains):
             kernel = FixedStepsHMC(
-                potential_fn=lambda params: -_log_joint(model, x_b, params[_LATENT]).sum(),
+                potential_fn=lambda params: -_log_joint(space, x_b, params["u"]).sum(),
                 num_steps=num_steps,
                 adapt_step_size=True,
                 adapt_mass_matrix=False,
@@ -389,17 +374,16 @@ def _reference_hmc_mcmc(
                 kernel,
                 num_samples=2 * num_samples,
                 warmup_steps=warmup_steps,
-                initial_params={_LATENT: z_init[c : c + 1]},
+                initial_params={"u": z_init[c : c + 1]},
                 disable_progbar=True,
             )
             mcmc.run()
-            chains.append(mcmc.get_samples()[_LATENT].reshape(2 * num_samples, -1))
+            chains.append(mcmc.get_samples()["u"].reshape(2 * num_samples, -1))
         draws.append(torch.stack(chains, 1))
     samples = torch.stack(draws, 2)  # [2L, C, B, Nz]
     test = samples[num_samples:].flatten(0, 1)
     with torch.no_grad():
-        event_shape = (x.shape[0],) + z_init.shape[1:]
-        test_log_joint = torch.stack([_log_joint(model, x, z.reshape(event_shape)) for z in test])
+        test_log_joint = torch.stack([_log_joint(space, x, z) for z in test])
         log_px, _ = _appendix_d_estimate(
             samples[:num_samples].flatten(0, 1), test, test_log_joint, q_cov_scale
         )

@@ -24,63 +24,43 @@ Two E-steps:
 - :class:`ImportanceMCEM` (method ``mcem-is``): :math:`K` fresh draws from the model's prior,
   weighted by self-normalised importance weights :math:`w_{ik} \propto p_\theta(x^{(i)}|z^{(ik)})`.
 
-Both read every density off the user's ``model`` (conditioned on ``z``), so a model with another prior
-or likelihood is trained unchanged. Having no encoder, they are measured by the marginal likelihood
+Both read every density off the user's ``model`` (conditioned on its latent sites), so any model of the
+class of :mod:`pyro_aevb.infer.sites` is trained unchanged: free site names, several latent sites, and
+constrained ones, which the HMC E-step moves in the unconstrained space
+(:class:`~pyro_aevb.infer.sites.LatentSpace`). Having no encoder, they are measured by the marginal likelihood
 (:func:`pyro_aevb.infer.marginal.log_marginal_likelihood`) rather than by a lower bound.
 
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """
 
-import pyro
 import torch
-from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
 
+from pyro_aevb.infer.aevb import _check_optim
 from pyro_aevb.infer.hmc import StepSizeAdapter, hmc_step
-from pyro_aevb.optim import FusedAdagrad
+from pyro_aevb.infer.sites import check_model, model_and_guide, trace_model
 from pyro_aevb.infer.wake_sleep import ValidatedOnce, _descend
+from pyro_aevb.optim import FusedAdagrad
 
-__all__ = ["ImportanceMCEM", "MCEM", "log_joint"]
+__all__ = ["ImportanceMCEM", "MCEM", "complete_log_likelihood"]
 
 
-def log_joint(model, x, z=None, num_data=None, num_particles=1):
+def complete_log_likelihood(space, x, u):
     r"""
-    :math:`\log p_\theta(x^{(i)}, z^{(ki)})` for each of ``K`` values of ``z`` per datapoint, read off a
-    trace of ``model(x, num_data)`` run inside a plate ``"particles"`` of size ``K`` at ``dim=-2``
-    and conditioned on ``z``.
+    :math:`\log p_\theta(x^{(i)}, z^{(ki)})` for ``K`` values of the latents per datapoint.
 
-    :param callable model: a Pyro model ``model(x, num_data)`` with sites ``"z"`` and ``"x"``.
+    :param space: the model's :class:`~pyro_aevb.infer.sites.LatentSpace`.
     :param torch.Tensor x: a minibatch ``[M, D]``.
-    :param torch.Tensor z: latent values ``[K, M, Nz]``; ``None`` draws them from the model's prior.
-    :param int num_data: the data set size :math:`N`, for the plate's :math:`N/M` scale (``None``: 1).
-    :param int num_particles: ``K`` when ``z`` is ``None``.
-    :returns: the summed log-densities of all sample sites ``[K, M]`` (scaled by :math:`N/M`), the
-        summed *unscaled* log-densities of the sites other than ``"z"`` ``[K, M]`` (the
-        log-likelihood :math:`\log p_\theta(x^{(i)}|z^{(ki)})`), and the trace.
+    :param torch.Tensor u: the latents ``[K, M, D_u]``, in the unconstrained space.
+    :returns: the summed log-densities of all sample sites ``[K, M]`` (unscaled, without the
+        log-Jacobian, which does not depend on :math:`\theta`), and the model's trace.
     :rtype: tuple
     """
-    if z is not None:
-        model = poutine.condition(model, data={"z": z})
-        num_particles = z.shape[0]
-    with pyro.plate("particles", num_particles, dim=-2):
-        trace = poutine.trace(model).get_trace(x, num_data)
-    trace = prune_subsample_sites(trace)
-    trace.compute_log_prob()
-    sites = {name: site for name, site in trace.nodes.items() if site["type"] == "sample"}
-    joint = sum(site["log_prob"] for site in sites.values())
-    likelihood = sum(site["unscaled_log_prob"] for name, site in sites.items() if name != "z")
-    shape = (num_particles, x.shape[0])
-    if joint.shape != shape:
-        raise ValueError(f"expected log-densities of shape {shape} (particles, datapoints), got {tuple(joint.shape)}")
-    return joint, likelihood, trace
-
-
-def _options(config, defaults):
-    """``defaults`` updated with ``config.method_options``, whose keys must be among them."""
-    unknown = set(config.method_options) - set(defaults)
-    if unknown:
-        raise ValueError(f"unknown method options {sorted(unknown)}; known: {sorted(defaults)}")
-    return {**defaults, **config.method_options}
+    num_particles, batch_size = u.shape[:2]
+    x_rep = x.repeat((num_particles,) + (1,) * (x.dim() - 1))
+    values, _ = space.unpack(u.reshape(num_particles * batch_size, -1))
+    trace = trace_model(space.model, x_rep, data=values)
+    log_prior, log_lik = space.site_log_probs(trace, x_rep.shape[0])
+    return (log_prior + log_lik).reshape(num_particles, batch_size), trace
 
 
 class _MonteCarloEM:
@@ -88,23 +68,23 @@ class _MonteCarloEM:
 
     has_encoder = False
 
-    def __init__(self, vae, config, num_m_steps):
+    def __init__(self, model, lr, weight_decay, num_m_steps):
         if int(num_m_steps) != num_m_steps or num_m_steps < 1:
             raise ValueError(f"num_m_steps must be a positive integer, got {num_m_steps}")
-        if not config.lr > 0 or not config.weight_decay >= 0:
-            raise ValueError(f"need lr > 0 and weight_decay >= 0, got {config.lr} and {config.weight_decay}")
-        if config.num_particles != 1:
-            raise ValueError(
-                f"Monte Carlo EM takes no num_particles (got {config.num_particles}): the HMC E-step keeps one "
-                "sample per datapoint, and the importance-sampled one takes method option num_proposals"
-            )
-        self.vae = vae
+        _check_optim(lr, weight_decay)
+        self.model = model_and_guide(model, need_guide=False)[0]
         self.num_m_steps = int(num_m_steps)
-        self.optim = FusedAdagrad({"lr": config.lr, "weight_decay": config.weight_decay})
+        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
         self._validation = ValidatedOnce()
+        self.space = None  # the model's latent sites, found at the first step
+
+    def _check(self, x):
+        """Find the model's latent sites, and check them, on the first minibatch."""
+        if self.space is None:
+            self.space = check_model(self.model, x)
 
     def e_step(self, x, idx, num_data):
-        """:returns: latent values ``[K, M, Nz]`` and their normalised weights ``[K, M]``."""
+        """:returns: latent values ``[K, M, D]`` (unconstrained) and their normalised weights ``[K, M]``."""
         raise NotImplementedError
 
     def step(self, x, idx, num_data):
@@ -115,12 +95,14 @@ class _MonteCarloEM:
         :returns: :math:`-Q(\theta)` at the new E-step's values, before the M-step (the N-scaled
             negative complete-data log-likelihood).
         """
+        self._check(x)
+        scale = 1.0 if num_data is None else int(num_data) / x.shape[0]
         with self._validation():
             z, weights = self.e_step(x, idx, num_data)
             losses = []
             for _ in range(self.num_m_steps):
-                joint, _, trace = log_joint(self.vae.model, x, z, num_data)
-                losses.append(_descend(self.optim, -(weights * joint).sum(), trace))
+                joint, trace = complete_log_likelihood(self.space, x, z)
+                losses.append(_descend(self.optim, -scale * (weights * joint).sum(), trace))
         return losses[0]
 
     def state_dict(self):
@@ -150,14 +132,16 @@ class MCEM(_MonteCarloEM):
     transitions); with the average it stays within 2.5% of exact (the sampling error at 20,000
     chains is 1%), and the acceptance rate still settles at the target.
 
-    :param vae: an object with a Pyro function ``model(x, num_data)``.
-    :param config: a :class:`~pyro_aevb.experiment.train.TrainConfig`; uses ``lr`` and ``weight_decay`` and the
-        ``method_options`` ``num_steps=10`` (leapfrog steps per transition), ``num_m_steps=5``,
-        ``target_accept_prob=0.9`` (the paper's three settings) and ``step_size=0.1`` (every chain's
-        initial step size).
+    :param callable model: the model (:mod:`pyro_aevb.infer.sites`); or an object with ``.model``.
+    :param float lr: Adagrad's global step size.
+    :param float weight_decay: precision of the Gaussian prior on the parameters.
+    :param int num_steps: leapfrog steps per transition (the paper: 10).
+    :param int num_m_steps: Adagrad updates per E-step (the paper: 5).
+    :param float target_accept_prob: the step sizes' target (the paper: 0.9).
+    :param float step_size: every chain's initial step size.
 
-    :ivar torch.Tensor z: the persistent samples ``[N, Nz]``, allocated on the first step on the
-        data's device.
+    :ivar torch.Tensor z: the persistent samples ``[N, D]`` (unconstrained), allocated on the first
+        step on the data's device.
     :ivar torch.Tensor initialised: ``[N]``, whether each datapoint's sample has been drawn yet.
     :ivar adapter: the :class:`~pyro_aevb.infer.hmc.StepSizeAdapter` of the ``N`` chains.
 
@@ -167,38 +151,37 @@ class MCEM(_MonteCarloEM):
         the samples lag behind a :math:`\theta` that has moved on since their last visit.
     """
 
-    def __init__(self, vae, config):
-        options = _options(config, {"num_steps": 10, "num_m_steps": 5, "target_accept_prob": 0.9, "step_size": 0.1})
-        super().__init__(vae, config, options["num_m_steps"])
-        if int(options["num_steps"]) != options["num_steps"] or options["num_steps"] < 1:
-            raise ValueError(f"num_steps must be a positive integer, got {options['num_steps']}")
-        if not 0.0 < options["target_accept_prob"] < 1.0 or not options["step_size"] > 0:
+    def __init__(self, model, *, lr=0.02, weight_decay=1.0, num_steps=10, num_m_steps=5, target_accept_prob=0.9,
+                 step_size=0.1):
+        super().__init__(model, lr, weight_decay, num_m_steps)
+        if int(num_steps) != num_steps or num_steps < 1:
+            raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
+        if not 0.0 < target_accept_prob < 1.0 or not step_size > 0:
             raise ValueError("need 0 < target_accept_prob < 1 and step_size > 0")
-        self.num_steps = int(options["num_steps"])
-        self.target_accept_prob = float(options["target_accept_prob"])
-        self.init_step_size = float(options["step_size"])
+        self.num_steps = int(num_steps)
+        self.target_accept_prob = float(target_accept_prob)
+        self.init_step_size = float(step_size)
         self.z = self.initialised = self.adapter = None
 
     def _potential_fn(self, x):
-        def potential_fn(z):
-            return -log_joint(self.vae.model, x, z.unsqueeze(0))[0].squeeze(0)
+        def potential_fn(u):  # the posterior in the unconstrained space: the log-Jacobian included
+            log_prior, log_lik = self.space.log_joint(x, u)
+            return -(log_prior + log_lik)
 
         return potential_fn
 
     def _init_state(self, x, idx, num_data):
         """Allocates the per-datapoint state on the first step; draws unseen datapoints' z from the prior."""
         if self.z is None:
-            with torch.no_grad(), poutine.block():
-                z_shape = log_joint(self.vae.model, x[:1])[2].nodes["z"]["value"].shape[2:]
-            self.z = x.new_zeros((num_data,) + z_shape)
+            self.z = x.new_zeros(num_data, self.space.dim)
             self.initialised = torch.zeros(num_data, dtype=torch.bool, device=x.device)
             self.adapter = StepSizeAdapter(x.new_full((num_data,), self.init_step_size), self.target_accept_prob)
         if self.z.shape[0] != num_data:
             raise ValueError(f"MCEM holds a sample for each of {self.z.shape[0]} datapoints, got num_data={num_data}")
         new = ~self.initialised[idx]
         if new.any():
-            with torch.no_grad(), poutine.block():
-                self.z[idx[new]] = log_joint(self.vae.model, x[new])[2].nodes["z"]["value"][0]
+            with torch.no_grad():
+                self.z[idx[new]] = self.space.sample_prior(x[new])[0]
             self.initialised[idx[new]] = True
 
     def e_step(self, x, idx, num_data):
@@ -206,8 +189,9 @@ class MCEM(_MonteCarloEM):
         One HMC transition of the persistent samples of the datapoints ``idx`` (distinct indices),
         and one step-size adaptation for each.
 
-        :returns: the new samples ``[1, M, Nz]`` and weights 1 ``[1, M]``.
+        :returns: the new samples ``[1, M, D]`` and weights 1 ``[1, M]``.
         """
+        self._check(x)
         idx = torch.as_tensor(idx, device=x.device)
         self._init_state(x, idx, num_data)
         result = hmc_step(self._potential_fn(x), self.z[idx], self.adapter.final_step_size[idx], self.num_steps)
@@ -244,22 +228,25 @@ class ImportanceMCEM(_MonteCarloEM):
     proposals match the posterior less and less well as :math:`N_z` grows (the effective sample size
     :math:`1 / \sum_k w_{ik}^2` drops toward 1).
 
-    :param vae: an object with a Pyro function ``model(x, num_data)``.
-    :param config: a :class:`~pyro_aevb.experiment.train.TrainConfig`; uses ``lr`` and ``weight_decay`` and the
-        ``method_options`` ``num_proposals=10`` (:math:`K`: ten draws make the E-step cost about
-        what the ten leapfrog steps of :class:`MCEM`'s do; the M-step then runs on ``K M`` rows) and
-        ``num_m_steps=5``.
+    :param callable model: the model (:mod:`pyro_aevb.infer.sites`); or an object with ``.model``.
+    :param float lr: Adagrad's global step size.
+    :param float weight_decay: precision of the Gaussian prior on the parameters.
+    :param int num_proposals: :math:`K`; ten draws make the E-step cost about what the ten leapfrog
+        steps of :class:`MCEM`'s do; the M-step then runs on ``K M`` rows.
+    :param int num_m_steps: Adagrad updates per E-step.
     """
 
-    def __init__(self, vae, config):
-        options = _options(config, {"num_proposals": 10, "num_m_steps": 5})
-        super().__init__(vae, config, options["num_m_steps"])
-        if int(options["num_proposals"]) != options["num_proposals"] or options["num_proposals"] < 1:
-            raise ValueError(f"num_proposals must be a positive integer, got {options['num_proposals']}")
-        self.num_proposals = int(options["num_proposals"])
+    def __init__(self, model, *, lr=0.02, weight_decay=1.0, num_proposals=10, num_m_steps=5):
+        super().__init__(model, lr, weight_decay, num_m_steps)
+        if int(num_proposals) != num_proposals or num_proposals < 1:
+            raise ValueError(f"num_proposals must be a positive integer, got {num_proposals}")
+        self.num_proposals = int(num_proposals)
 
     def e_step(self, x, idx, num_data):
-        """:returns: ``num_proposals`` prior draws per datapoint ``[K, M, Nz]`` and their weights ``[K, M]``."""
-        with torch.no_grad(), poutine.block():
-            _, log_likelihood, trace = log_joint(self.vae.model, x, num_particles=self.num_proposals)
-        return trace.nodes["z"]["value"], log_likelihood.softmax(0)
+        """:returns: ``num_proposals`` prior draws per datapoint ``[K, M, D]`` and their weights ``[K, M]``."""
+        self._check(x)
+        k, m = self.num_proposals, x.shape[0]
+        with torch.no_grad():
+            u, trace = self.space.sample_prior(x.repeat((k,) + (1,) * (x.dim() - 1)))
+            log_likelihood = self.space.site_log_probs(trace, k * m)[1]
+        return u.reshape(k, m, -1), log_likelihood.reshape(k, m).softmax(0)

@@ -14,8 +14,10 @@ recognition model to the model's own fantasies (the KL divergence :math:`KL(p\|q
 :math:`KL(q\|p)`). The lower bound :math:`\mathcal{L}(\theta, \phi; x)` is still well defined for
 the learned pair, and the training loop reports it with the same code as for AEVB.
 
-Both losses are built from the user's ``model`` and ``guide`` with Pyro's effect handlers, so a
-subclass of :class:`~pyro_aevb.models.vae.VAE` with another prior or likelihood is trained unchanged.
+Both losses are built from the user's ``model`` and ``guide`` with Pyro's effect handlers, so any model
+of the class of :mod:`pyro_aevb.infer.sites` (free site names, several latent sites, a model that takes
+``num_data`` or not) is trained unchanged. The sleep phase needs the model's one observed site, whose
+fantasy the guide then reads as its ``x``.
 
 **Speed.** As for AEVB (:mod:`pyro_aevb.infer.aevb`), when the model and guide are
 :class:`~pyro_aevb.models.vae.VAE`'s own (its likelihood may be swapped), :class:`WakeSleep` computes both
@@ -34,13 +36,16 @@ import math
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
 
-from pyro_aevb.infer.aevb import _direct_params
-from pyro_aevb.optim import FusedAdagrad
+from pyro_aevb.errors import UnsupportedModelError
+from pyro_aevb.infer.aevb import _check_optim, _direct_params
 from pyro_aevb.infer.sgvb import log_likelihood
 from pyro_aevb.models.nets import loc_and_log_var
+from pyro_aevb.infer.sites import check_model, model_and_guide, paper_vae, per_datapoint
+from pyro_aevb.optim import FusedAdagrad
 
-__all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "sleep_loss", "wake_loss"]
+__all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "fantasy_site", "sleep_loss", "wake_loss"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -54,52 +59,75 @@ def wake_loss(model, guide, x, num_data=None):
     The guide runs under :func:`torch.no_grad` and the model is conditioned on its ``"z"``, so the
     sample is a constant of the loss whatever the guide's distribution.
 
-    :param callable model: a Pyro model ``model(x, num_data)`` with sites ``"z"`` and ``"x"``.
-    :param callable guide: the matching guide ``guide(x, num_data)``.
+    :param callable model: a Pyro model ``model(x)`` or ``model(x, num_data)``
+        (:mod:`pyro_aevb.infer.sites`).
+    :param callable guide: the matching guide.
     :param torch.Tensor x: a minibatch ``[M, D]``.
     :param int num_data: the data set size :math:`N` (``None``: scale 1).
     :returns: the loss (a scalar tensor) and the model's trace, whose ``"param"`` sites are
         :math:`\theta`.
     :rtype: tuple
     """
+    model, guide = per_datapoint(model), per_datapoint(guide)
     with torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(x, num_data)
-    # condition rather than replay: replay refuses a "z" that is observed in the guide's trace, as it
-    # is when a caller fixes z with an enclosing poutine.condition (the tests do).
-    z = guide_trace.nodes["z"]["value"]
-    model_trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x, num_data)
+        guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(x, num_data))
+    # condition rather than replay: replay refuses a latent that is observed in the guide's trace, as
+    # it is when a caller fixes z with an enclosing poutine.condition (the tests do).
+    latents = {name: site["value"] for name, site in guide_trace.nodes.items() if site["type"] == "sample"}
+    model_trace = poutine.trace(poutine.condition(model, data=latents)).get_trace(x, num_data)
     return -model_trace.log_prob_sum(), model_trace
 
 
-def sleep_loss(model, guide, x, num_data=None):
+def sleep_loss(model, guide, x, num_data=None, space=None):
     r"""
     The sleep-phase loss :math:`-\frac{N}{M} \sum_{i=1}^M \log q_\phi(z^{(i)}|x^{(i)})` on ``M``
     fantasies :math:`(z^{(i)}, x^{(i)}) \sim p_\theta(z) p_\theta(x|z)`: its gradient in
     :math:`\phi` is the sleep-phase update of [2], and it has no gradient in :math:`\theta`.
 
     The fantasies come from the model itself under :func:`~pyro.poutine.uncondition`, which turns
-    the observed site ``"x"`` into a sampled one: its value is drawn with the distribution's own
+    the observed site into a sampled one: its value is drawn with the distribution's own
     ``sample()``, so a Bernoulli likelihood gives binary fantasies even though the model's
     Bernoulli skips validation to accept grey levels as observations. ``x`` only sets the
-    number ``M`` of fantasies (and the device). The guide then runs on the fantasy ``x``,
-    conditioned on the fantasy ``z``.
+    number ``M`` of fantasies (and the device). The guide then runs on the fantasy of the model's
+    observed site (reshaped to ``x``'s shape), conditioned on the fantasy latents.
 
-    :param callable model: a Pyro model ``model(x, num_data)`` with sites ``"z"`` and ``"x"``.
-    :param callable guide: the matching guide ``guide(x, num_data)``.
+    :param callable model: a Pyro model ``model(x)`` or ``model(x, num_data)`` with one observed site
+        (:mod:`pyro_aevb.infer.sites`).
+    :param callable guide: the matching guide.
     :param torch.Tensor x: a minibatch ``[M, D]`` (its values are not used).
     :param int num_data: the data set size :math:`N` (``None``: scale 1).
+    :param space: the model's :class:`~pyro_aevb.infer.sites.LatentSpace` (found on ``x`` if not given).
     :returns: the loss (a scalar tensor) and the guide's trace, whose ``"param"`` sites are
         :math:`\phi`; its input ``x`` (``trace.nodes["_INPUT"]["args"][0]``) holds the fantasies.
     :rtype: tuple
     """
-    # uncondition samples the observed "x" with its distribution's sample(): binary for a Bernoulli,
+    space = space or check_model(model, x, guide)
+    observed = fantasy_site(space, x)
+    model, guide = per_datapoint(model), per_datapoint(guide)
+    # uncondition samples the observed site with its distribution's sample(): binary for a Bernoulli,
     # whatever grey levels x holds. no_grad: Normal fantasies would otherwise be reparameterised in theta.
     with torch.no_grad():
         model_trace = poutine.trace(poutine.uncondition(model)).get_trace(x, num_data)
-    fantasy = {name: model_trace.nodes[name]["value"] for name in ("z", "x")}
-    guide = poutine.condition(guide, data={"z": fantasy["z"]})
-    guide_trace = poutine.trace(guide).get_trace(fantasy["x"], num_data)
+    latents = {name: model_trace.nodes[name]["value"] for name in space.names}
+    fantasy = model_trace.nodes[observed]["value"].reshape(x.shape)
+    guide = poutine.condition(guide, data=latents)
+    guide_trace = poutine.trace(guide).get_trace(fantasy, num_data)
     return -guide_trace.log_prob_sum(), guide_trace
+
+
+def fantasy_site(space, x):
+    """
+    The model's one observed site, whose fantasy the sleep phase feeds the guide as its ``x``.
+
+    :raises UnsupportedModelError: for a model with several observed sites, or one whose values do not
+        have ``x``'s size per datapoint.
+    """
+    if len(space.observed) != 1:
+        raise UnsupportedModelError(
+            f"wake-sleep's sleep phase feeds the guide the fantasy of the model's observed site, and the model "
+            f"has {len(space.observed)}: {space.observed}. Train it with AEVB or Monte Carlo EM"
+        )
+    return space.observed[0]
 
 
 def _scale(x, num_data):
@@ -185,29 +213,30 @@ class WakeSleep:
     :class:`~pyro_aevb.optim.FusedAdagrad` (the update of ``pyro.optim.Adagrad``, in one pass), and
     Pyro validates the first step only.
 
-    :param vae: an object with Pyro functions ``model(x, num_data)`` and ``guide(x, num_data)``.
-    :param config: a :class:`~pyro_aevb.experiment.train.TrainConfig`; uses ``lr``, ``weight_decay`` and
-        ``num_particles`` (L: each datapoint's row is repeated L times, so each phase averages L
-        samples per datapoint; this needs :math:`N \ge LM`). One method option: ``fast_path``
-        (default ``True``; ``False`` traces the model and guide at every step).
+    :param callable model: the model (:mod:`pyro_aevb.infer.sites`); or an object with ``.model`` and
+        ``.guide`` (a :class:`~pyro_aevb.models.vae.VAE`), with ``guide`` left out.
+    :param callable guide: the guide, with the same latent sites.
+    :param float lr: Adagrad's global step size.
+    :param int num_particles: L: each datapoint's row is repeated L times, so each phase averages L
+        samples per datapoint; this needs :math:`N \ge LM`.
+    :param float weight_decay: precision of the Gaussian prior on the parameters.
+    :param bool fast_path: compute both losses from the nets for the paper's own
+        :class:`~pyro_aevb.models.vae.VAE` (``False`` traces the model and guide at every step).
     """
 
     has_encoder = True
 
-    def __init__(self, vae, config):
-        unknown = set(config.method_options) - {"fast_path"}
-        if unknown:
-            raise ValueError(f"wake-sleep takes the method option fast_path only, got {sorted(unknown)}")
-        self.fast_path = bool(config.method_options.get("fast_path", True))
-        if int(config.num_particles) != config.num_particles or config.num_particles < 1:
-            raise ValueError(f"num_particles must be a positive integer, got {config.num_particles}")
-        if not config.lr > 0 or not config.weight_decay >= 0:
-            raise ValueError(f"need lr > 0 and weight_decay >= 0, got {config.lr} and {config.weight_decay}")
-        self.vae = vae
-        self.num_particles = int(config.num_particles)
-        self.optim = FusedAdagrad({"lr": config.lr, "weight_decay": config.weight_decay})
+    def __init__(self, model, guide=None, *, lr=0.02, num_particles=1, weight_decay=1.0, fast_path=True):
+        if int(num_particles) != num_particles or num_particles < 1:
+            raise ValueError(f"num_particles must be a positive integer, got {num_particles}")
+        _check_optim(lr, weight_decay)
+        self.model, self.guide, self.vae = model_and_guide(model, guide)
+        self.fast_path = bool(fast_path)
+        self.num_particles = int(num_particles)
+        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
         self._validation = ValidatedOnce()
         self._first_step = True
+        self._space = None
         self._phase_params = None  # (decoder, encoder) parameters on the direct path
 
     @property
@@ -226,8 +255,11 @@ class WakeSleep:
             x = x.repeat(self.num_particles, 1)
         if self._first_step:
             self._first_step = False
-            if self.fast_path and _direct_params(self.vae, x, num_data) is not None:
-                self._phase_params = (list(self.vae.decoder.parameters()), list(self.vae.encoder.parameters()))
+            self._space = check_model(self.model, x, self.guide)
+            fantasy_site(self._space, x)
+            vae = paper_vae(self.model, self.guide) if self.fast_path else None
+            if vae is not None and _direct_params(vae, x, num_data) is not None:
+                self._phase_params = (list(vae.decoder.parameters()), list(vae.encoder.parameters()))
             with self._validation():  # the first step traces, under the caller's validation setting
                 return self._traced_step(x, num_data)
         if self._phase_params is None:
@@ -245,8 +277,8 @@ class WakeSleep:
         return sum(losses)
 
     def _traced_step(self, x, num_data):
-        wake = _descend(self.optim, *wake_loss(self.vae.model, self.vae.guide, x, num_data))
-        sleep = _descend(self.optim, *sleep_loss(self.vae.model, self.vae.guide, x, num_data))
+        wake = _descend(self.optim, *wake_loss(self.model, self.guide, x, num_data))
+        sleep = _descend(self.optim, *sleep_loss(self.model, self.guide, x, num_data, self._space))
         return wake + sleep
 
     def state_dict(self):
