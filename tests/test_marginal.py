@@ -143,6 +143,35 @@ def test_is_diagnostics_are_exact_with_the_exact_posterior():
     assert (info["stderr"] < 5e-3).all(), info["stderr"]
 
 
+def test_is_diagnostics_are_exact_with_the_exact_posterior():
+    """Equal weights: the importance-sampling ESS is K exactly and the standard error 0."""
+    lg = LinearGaussian()
+    x = lg.marginal.sample((4,))
+    _, info = log_marginal_likelihood(lg.model, x, "is", lg.guide(), num_samples=20, chunk_size=7, return_diagnostics=True)
+    torch.testing.assert_close(info["ess"], torch.full((4,), 20.0), rtol=1e-4, atol=0)
+    assert (info["stderr"] < 5e-3).all(), info["stderr"]
+
+
+def test_appendix_d_estimate_is_the_harmonic_mean_with_the_scaled_fit():
+    """Steps 2 and 3 of Appendix D written out again in float64: q's moments (and jitter), then -log mean(q / p)."""
+    from pyro_aevb.infer.marginal import _appendix_d_estimate
+
+    gen = torch.Generator().manual_seed(0)
+    fit = torch.randn(400, 3, 2, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 0.5], dtype=torch.float64) + 1.0
+    test = torch.randn(50, 3, 2, generator=gen, dtype=torch.float64)
+    log_joint = -torch.rand(50, 3, generator=gen, dtype=torch.float64) * 10
+    for cov_scale in (0.8, 1.0):
+        estimate, log_ratio = _appendix_d_estimate(fit, test, log_joint, cov_scale)
+        mean = fit.mean(0)
+        cov = torch.stack([torch.cov(fit[:, b].T) for b in range(3)])
+        jitter = 1e-6 * cov.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] * torch.eye(2, dtype=cov.dtype)
+        q = dist.MultivariateNormal(mean, cov_scale * cov + jitter)
+        expected_ratio = q.log_prob(test) - log_joint
+        torch.testing.assert_close(log_ratio, expected_ratio, rtol=0, atol=1e-5)
+        expected = -torch.log(torch.exp(expected_ratio).mean(0))
+        torch.testing.assert_close(estimate, expected, rtol=0, atol=1e-5)
+
+
 def test_is_with_a_perturbed_guide():
     lg = LinearGaussian()
     x = lg.marginal.sample((8,))
