@@ -143,15 +143,6 @@ def test_is_diagnostics_are_exact_with_the_exact_posterior():
     assert (info["stderr"] < 5e-3).all(), info["stderr"]
 
 
-def test_is_diagnostics_are_exact_with_the_exact_posterior():
-    """Equal weights: the importance-sampling ESS is K exactly and the standard error 0."""
-    lg = LinearGaussian()
-    x = lg.marginal.sample((4,))
-    _, info = log_marginal_likelihood(lg.model, x, "is", lg.guide(), num_samples=20, chunk_size=7, return_diagnostics=True)
-    torch.testing.assert_close(info["ess"], torch.full((4,), 20.0), rtol=1e-4, atol=0)
-    assert (info["stderr"] < 5e-3).all(), info["stderr"]
-
-
 def test_appendix_d_estimate_is_the_harmonic_mean_with_the_scaled_fit():
     """Steps 2 and 3 of Appendix D written out again in float64: q's moments (and jitter), then -log mean(q / p)."""
     from pyro_aevb.infer.marginal import _appendix_d_estimate
