@@ -4,6 +4,7 @@ and evaluates with every estimator: site names are found on the trace, a model m
 sites and constrained ones, and one outside the class is refused with the site's name.
 """
 
+import json
 import math
 
 import pyro
@@ -365,3 +366,23 @@ def test_a_run_with_the_tutorial_vae_resumes_exactly(shared_data, tmp_path):
 
     result = evaluate_run(tmp_path / "split", estimator="is", num_points=20, num_samples=200, data_dir=str(shared_data))
     assert result["log_marginal_likelihood"] > result["lower_bound"], "importance sampling below the bound"
+
+
+def test_run_folders_that_name_the_old_module_paths_still_load(tmp_path):
+    # Run folders written before the package was split into subpackages name pyro_aevb.vae:VAE.
+    config = TrainConfig(dataset="mnist5k", latent_dim=2, hidden=10, samples=200, eval_points=1, eval_train_points=20)
+    trained = pyro_aevb.train(config, tmp_path, progress=False)
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    assert saved["config"]["model_class"] == "pyro_aevb.models.vae:VAE"
+    saved["config"]["model_class"] = "pyro_aevb.vae:VAE"
+    path.write_text(json.dumps(saved))
+    loaded = pyro_aevb.load_run(tmp_path)
+    assert type(loaded) is pyro_aevb.VAE, "the old path did not map to pyro_aevb.models.vae:VAE"
+    for (name, p), q in zip(loaded.named_parameters(), trained.parameters()):
+        assert torch.equal(p, q), f"{name} differs"
+    # Only a model class is ever built from a run folder: a config that names another callable is refused.
+    saved["config"]["model_class"] = "subprocess:Popen"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(pyro_aevb.ConfigError, match="not a torch.nn.Module subclass"):
+        pyro_aevb.load_run(tmp_path)

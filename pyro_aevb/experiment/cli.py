@@ -80,7 +80,9 @@ def _add_train(sub):
     a("--eval-points", type=int, help=f"number of log-spaced evaluations [{d.eval_points}]")
     a("--eval-train-points", type=_count, help=f"size of the evaluated training subset (its first rows) [{d.eval_train_points}]")
     a("--checkpoint-every", type=_count, help=f"samples between checkpoints [{d.checkpoint_every:.0e}]")
-    a("--model-class", help=f"module:Class of the model, a pyro_aevb.VAE subclass [{d.model_class}]")
+    a("--model-class", help="module:Class of the model: an nn.Module with Pyro .model and .guide of the class that "
+      "docs/swapping.md describes, e.g. a pyro_aevb.VAE subclass or Pyro's tutorial VAE; --latent-dim and --hidden "
+      f"reach its constructor where it takes z_dim and hidden_dim [{d.model_class}]")
     a("--log-marginal", choices=["is", "hmc", "ais"], help="also estimate log p(x) at each evaluation with this estimator")
     a("--log-marginal-points", type=int, help=f"datapoints per split for --log-marginal [{d.log_marginal_points}]")
     a("--model-option", type=_option, action="append", dest="model_options", metavar="KEY=VALUE",
@@ -276,6 +278,10 @@ def main(argv=None):
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A --model-class module in the working folder is found, as with `python -m pyro_aevb`; appended,
+    # so that it cannot shadow an installed package.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     show = warnings.showwarning
 
     def _show(message, category, *rest, **kwargs):

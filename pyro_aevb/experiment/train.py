@@ -294,9 +294,13 @@ def import_model_class(path):
     module, _, name = path.partition(":")
     module = MOVED_MODULES.get(module, module)
     try:
-        return getattr(importlib.import_module(module), name)
+        cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as e:
         raise ConfigError(f"cannot import model class {path!r}: {e}") from None
+    # Only a model class is built from a run's config.json: never another callable it might name.
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise ConfigError(f"model class {path!r} is not a torch.nn.Module subclass with Pyro .model and .guide")
+    return cls
 
 
 def model_kwargs(cls, config, x_dim):
