@@ -17,17 +17,15 @@ import contextlib
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from pyro_aevb.models.vae import VAE
-
-__all__ = ["known_max_plate_nesting", "lower_bound", "make_elbo"]
+__all__ = ["lower_bound", "make_elbo"]
 
 
 def make_elbo(analytic_kl=True, num_particles=1, max_plate_nesting=None):
     """
     :param bool analytic_kl: estimator B (Eq. (7), analytic KL) if True, else estimator A (Eq. (6)).
     :param int num_particles: L, the number of samples of z per datapoint.
-    :param int max_plate_nesting: the model's deepest plate nesting, where the caller knows it (1 for
-        :class:`~pyro_aevb.models.vae.VAE`'s own ``model`` and ``guide``: :func:`known_max_plate_nesting`).
+    :param int max_plate_nesting: the model's deepest plate nesting, where the caller knows it
+        (:class:`~pyro_aevb.infer.aevb.AEVB` reads it off the first step's check of the model).
         ``None`` lets Pyro guess it when it needs it (``L > 1``), by running the guide and the model
         once at the first step: that run draws random numbers, so the steps that follow draw other
         ones than with the number given.
@@ -40,18 +38,6 @@ def make_elbo(analytic_kl=True, num_particles=1, max_plate_nesting=None):
     cls = TraceMeanField_ELBO if analytic_kl else Trace_ELBO
     nesting = {} if max_plate_nesting is None else {"max_plate_nesting": int(max_plate_nesting)}
     return cls(num_particles=int(num_particles), vectorize_particles=num_particles > 1, **nesting)
-
-
-def known_max_plate_nesting(vae):
-    """
-    1 if ``vae`` is a :class:`~pyro_aevb.models.vae.VAE` whose ``model`` and ``guide`` are the class's own
-    (their one plate is :func:`~pyro_aevb.models.vae.data_plate`; a swapped likelihood adds none), else
-    ``None``: another model may nest plates, and Pyro's guess is the right number for it.
-    """
-    cls = type(vae)
-    if isinstance(vae, VAE) and cls.model is VAE.model and cls.guide is VAE.guide:
-        return 1
-    return None
 
 
 def lower_bound(model, guide, x, num_particles=1, analytic_kl=True, chunk_size=2000, seed=None):
