@@ -44,7 +44,6 @@ from pyro_aevb.errors import UnsupportedModelError
 
 __all__ = [
     "LatentSpace",
-    "UnsupportedModelError",
     "check_model",
     "model_and_guide",
     "paper_vae",

@@ -62,6 +62,7 @@ class LogScaleNormal(dist.Normal):
         super().__init__(loc, log_scale.exp(), validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
+        """The distribution broadcast to ``batch_shape``, its log-scale with it."""
         new = self._get_checked_instance(LogScaleNormal, _instance)
         new.log_scale = self.log_scale.expand(torch.Size(batch_shape))
         new._drawn = None
