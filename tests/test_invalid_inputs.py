@@ -83,6 +83,7 @@ def test_invalid_combinations_are_refused(fields, words):
 def test_train_refuses_an_invalid_config(tmp_path):
     with pytest.raises(ConfigError, match="lr > 0"):
         train(TrainConfig(dataset="mnist5k", lr=math.nan), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists(), "an invalid config left a run folder behind"
 
 
 # -- log_marginal_likelihood -----------------------------------------------------------------------

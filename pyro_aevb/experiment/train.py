@@ -362,6 +362,8 @@ def train(config, out, resume=False, progress=True, samples=None):
 
     .. note:: Pyro's parameter store is global: this clears it.
     """
+    if not resume:  # an invalid setting is refused before the run folder is created
+        config.validate()
     run = RunDir(out)
     world = distributed.init_world()
     try:
