@@ -20,7 +20,12 @@ from pyro_aevb.errors import UnsupportedModelError
 from pyro_aevb.infer.sites import LatentSpace, per_datapoint
 from pyro_tutorial_vae import VAE as TutorialVAE
 
-ESTIMATORS = ["hmc", "is"]
+ESTIMATORS = ["hmc", "is", "ais"]
+# AIS started at the exact posterior (these models' guides) is exact for every K and T: each
+# intermediate density is the posterior itself, so every increment of every chain's log-weight is
+# delta_beta * log p(x). So a short path (K = 2 chains, T = 10 temperatures, 2 leapfrog steps) keeps
+# the test fast, and the tolerance is float32 rounding, as for "is".
+OPTIONS = {"ais": dict(num_chains=2, num_temps=10, num_steps=2)}
 
 
 # -- models with log p(x) in closed form, with free site names ----------------------------------
@@ -161,8 +166,8 @@ def test_latent_space_finds_the_sites(name):
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("name", EXACT)
 def test_estimators_are_exact_with_free_site_names(name, estimator):
-    # Importance sampling with the exact posterior as proposal has weights equal to p(x): exact up to
-    # float32 rounding (1e-3 nats). Appendix D: with q a Gaussian fitted to L = 4 chains x 50 draws
+    # Importance sampling with the exact posterior as proposal has weights equal to p(x), and so has
+    # AIS started there (OPTIONS): exact up to float32 rounding (1e-3 nats). Appendix D: with q a Gaussian fitted to L = 4 chains x 50 draws
     # (ESS >= 50) at 0.8 times the covariance, the relative variance of q/p(x, z) is at most
     # (0.8 * 1.2)^(-D/2) - 1 = 0.063 for D = 3 (less for a near-Gaussian 1-D posterior in log space),
     # so the sd of the log-estimate is about sqrt(0.063 / 50) = 0.035 nats: 0.2 is over 5 sd.
@@ -170,10 +175,49 @@ def test_estimators_are_exact_with_free_site_names(name, estimator):
     model = EXACT[name]()
     x = model.sample(16)
     exact = model.log_px(x)
-    estimate = log_marginal_likelihood(model.model, x, estimator, model.guide)
-    tolerance = 1e-3 if estimator == "is" else 0.2
+    estimate = log_marginal_likelihood(model.model, x, estimator, model.guide, **OPTIONS.get(estimator, {}))
+    tolerance = 1e-3 if estimator in ("is", "ais") else 0.2
     error = (estimate - exact).abs().max().item()
     assert error < tolerance, f"{name}/{estimator}: off by up to {error:.4f} nats (tolerance {tolerance})"
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_ais_from_the_prior_with_free_site_names(name):
+    # The annealing itself on several sites and a constrained one: from the prior, K = 8 chains, T = 100
+    # sigmoid temperatures, 8 datapoints. Per datapoint the error is within 5 of the estimate's own
+    # standard errors (sqrt(1/ESS - 1/K) from its weights) plus its bias v / (2K) <= 2.5 SE^2, plus
+    # 0.1 nats for the bias that T = 100 leaves (BDMC's gap on a linear-Gaussian model at T = 100 is
+    # 0.04, docs/results.md); the mean over the datapoints lies below exact + 4 SE (a lower bound).
+    pyro.set_rng_seed(2)
+    model = EXACT[name]()
+    x = model.sample(8)
+    exact = model.log_px(x)
+    estimate, info = log_marginal_likelihood(
+        model.model, x, "ais", num_chains=8, num_temps=100, return_diagnostics=True
+    )
+    error, stderr = estimate - exact, info["stderr"]
+    assert (error.abs() < 5 * stderr + 2.5 * stderr**2 + 0.1).all(), f"{name}: errors {error} (SE {stderr})"
+    assert error.mean() < 4 * stderr.pow(2).sum().sqrt() / len(error) + 0.01, f"{name}: mean error {error.mean():.4f}"
+    assert 0.3 < info["accept_prob"].mean() < 0.99
+
+
+def test_bdmc_brackets_a_two_site_model():
+    # BDMC on the hierarchy a -> b -> y: simulate returns both latent sites, and bdmc packs them. 60
+    # datapoints, K = 4, T = 20 (a short path: a wide gap); the bracket holds within 2.5 standard
+    # errors of each bound's mean error over the datapoints, and the gap is positive.
+    pyro.set_rng_seed(3)
+    model = TwoSiteLinearGaussian()
+    x, latents = pyro_aevb.infer.ais.simulate(model.model, 60, torch.zeros(1, 5))
+    assert set(latents) == {"a", "b"} and latents["a"].shape == (60, 2) and latents["b"].shape == (60, 1)
+    exact = model.log_px(x)
+    lower, upper = pyro_aevb.bdmc(model.model, x, latents, num_chains=4, num_temps=20)
+    n = math.sqrt(len(exact))
+    low_err, up_err = lower - exact, upper - exact
+    assert low_err.mean() < 2.5 * low_err.std() / n, f"lower {low_err.mean():.4f} above exact"
+    assert up_err.mean() > -2.5 * up_err.std() / n, f"upper {up_err.mean():.4f} below exact"
+    assert (upper - lower).mean() > 0
+    with pytest.raises(ValueError, match=r"\['a', 'b'\]"):
+        pyro_aevb.bdmc(model.model, x, {"a": latents["a"]}, num_chains=2, num_temps=2)
 
 
 # -- models outside the class ---------------------------------------------------------------------

@@ -39,8 +39,12 @@ from collections import namedtuple
 
 import pyro
 import torch
+import torch.nn.functional as F
 
 from pyro_aevb.infer import hmc
+from pyro_aevb.infer.progress import part, report
+from pyro_aevb.infer.sites import check_model, paper_vae
+from pyro_aevb.models.nets import loc_and_log_var
 
 __all__ = [
     "AISResult", "bdmc", "linear_schedule", "log_marginal", "pilot_step_sizes", "run", "schedule", "sigmoid_schedule",
@@ -193,7 +197,10 @@ def _run(potential, z, parts, shape, betas, step_sizes, num_steps, reverse):
     log_w = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
     accept_sum = torch.zeros_like(log_w)
     order = range(num_temps, 0, -1) if reverse else range(1, num_temps + 1)
-    for t in order:
+    every = max(1, num_temps // 100)
+    for i, t in enumerate(order):
+        if i % every == 0:
+            report(i / num_temps)
         # Forwards: f_t / f_{t-1} at z_{t-1}; in reverse: f_{t-1} / f_t at z_t.
         delta_beta = betas[t - 1] - betas[t] if reverse else betas[t] - betas[t - 1]
         log_w += delta_beta * (parts[1] - parts[0]).double()
@@ -251,7 +258,10 @@ def pilot_step_sizes(densities, z_init, betas, num_steps=10, init_step_size=None
 def _pilot(potential, z, parts, betas, steps, log_step, num_steps, target_accept_prob, adapt_rate):
     num_temps = len(betas) - 1
     num_chains, batch_size = potential.shape[:2]
+    every = max(1, num_temps // 100)
     for t in range(1, num_temps):
+        if t % every == 0:
+            report(t / num_temps)
         potential.beta = betas[t]
         z, parts, accept_prob = _transition(potential, z, parts, log_step.exp().repeat(num_chains), num_steps)
         mean_accept = accept_prob.reshape(num_chains, batch_size).mean(0)
@@ -265,100 +275,107 @@ def _pilot(potential, z, parts, betas, steps, log_step, num_steps, target_accept
 
 # -- models ----------------------------------------------------------------------------------------
 
-_LATENT = "z"
 # Rows (chains x datapoints) advanced together: the datapoints are taken in chunks of this many rows.
 _CHUNK_ROWS = 2**12
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _trace(fn, x, data=None):
-    from pyro.poutine.util import prune_subsample_sites
-
-    with pyro.poutine.block():
-        if data is not None:
-            fn = pyro.poutine.condition(fn, data=data)
-        trace = pyro.poutine.trace(fn).get_trace(x)
-    trace = prune_subsample_sites(trace)
-    if _LATENT not in trace.nodes:
-        raise ValueError(f"{getattr(fn, '__name__', fn)} has no sample site {_LATENT!r}")
-    return trace
-
-
-def _direct_vae(model):
-    """The :class:`~pyro_aevb.models.vae.VAE` whose own ``model`` is ``model``, or ``None``."""
+def _fused_bernoulli(vae):
+    """Whether ``vae``'s likelihood is the library's Bernoulli MLP decoder itself (logits = loc(tanh(hidden(z))))."""
+    from pyro_aevb.models.nets import BernoulliMLPDecoder
     from pyro_aevb.models.vae import VAE
 
-    vae = getattr(model, "__self__", None)
-    if isinstance(vae, VAE) and getattr(model, "__func__", None) is VAE.model:
-        return vae
-    return None
+    return (
+        vae.likelihood == "bernoulli"
+        and type(vae).observation_dist is VAE.observation_dist
+        and type(vae.decoder).forward is BernoulliMLPDecoder.forward
+    )
 
 
 class _ModelPath:
     r"""
     The path of annealing distributions of a model for the ``B`` datapoints ``x``: states are the
-    latent site ``"z"`` flattened, ``[C, B, D]``. :math:`p_0` is the prior, or the guide when one is
-    given (its distribution read off one trace of the guide at ``x``).
+    model's latent sites per datapoint as one unconstrained vector each
+    (:class:`~pyro_aevb.infer.sites.LatentSpace`), ``[C, B, D]``, whatever the sites' names, their
+    number and their supports. :math:`p_0` is the prior or the guide, both as densities in the
+    unconstrained space (with the log-Jacobian of the map to each site's support), and so is the
+    target :math:`p(x, z)`: the Jacobian is the same factor in both, so the path's normaliser is still
+    :math:`p(x)`.
+
+    For the paper's VAE (:func:`~pyro_aevb.infer.sites.paper_vae`), the densities come from the nets
+    directly, without tracing the model at each leapfrog step; for its Bernoulli decoder,
+    :math:`\log p(x|z) = x \cdot \ell - \sum_j \mathrm{softplus}(\ell_j)` with the logits
+    :math:`\ell = W h + b`, whose first term is :math:`h \cdot (W^\top x) + b \cdot x` with
+    :math:`W^\top x` computed once per datapoint.
+
+    :param LatentSpace space: the model's latent space (from :func:`~pyro_aevb.infer.sites.check_model`).
     """
 
-    def __init__(self, model, x, guide=None):
-        self.model, self.x, self.guide = model, x, guide
+    def __init__(self, space, model, x, guide=None):
+        self.space, self.model, self.x, self.guide = space, model, x, guide
         self.batch_size = x.shape[0]
-        self.vae = _direct_vae(model)
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.no_grad(), torch.random.fork_rng(devices):  # discovery draws nothing from the global stream
-            trace = _trace(model, x)
-        site = trace.nodes[_LATENT]
-        self.event_shape = site["value"].shape[1:]
-        self.dim = self.event_shape.numel()
-        self.q = None
-        if guide is not None:
-            with torch.no_grad(), torch.random.fork_rng(devices):
-                q = _trace(guide, x).nodes[_LATENT]["fn"]
-            if q.batch_shape != (self.batch_size,) or q.event_shape != self.event_shape:
-                raise ValueError(
-                    f"the guide's {_LATENT!r} must have batch shape [{self.batch_size}] and event shape "
-                    f"{list(self.event_shape)}, got {list(q.batch_shape)} and {list(q.event_shape)}"
-                )
-            self.q = q
+        self.dim = space.dim
+        self._x_rows = {}
+        self.vae = paper_vae(model)
+        self.direct_guide = None
+        self._x_proj = None
+        if self.vae is None:
+            return
+        with torch.no_grad():
+            if guide is not None and paper_vae(model, guide) is self.vae:
+                self.direct_guide = loc_and_log_var(self.vae.encoder, x)
+            if _fused_bernoulli(self.vae):
+                last = self.vae.decoder.loc
+                self._x_proj = (x @ last.weight, x @ last.bias)  # [B, H] and [B]
 
-    def _x_rows(self, num_chains):
-        return self.x.repeat((num_chains,) + (1,) * (self.x.dim() - 1))
+    def rows(self, num_chains):
+        """``x`` repeated ``num_chains`` times along the rows: row ``k * B + b`` is datapoint ``b``."""
+        if num_chains not in self._x_rows:
+            self._x_rows[num_chains] = self.x.repeat((num_chains,) + (1,) * (self.x.dim() - 1))
+        return self._x_rows[num_chains]
 
     def sample_p0(self, num_chains):
-        """Exact draws from :math:`p_0`, ``[C, B, D]``."""
+        """Exact draws from :math:`p_0` in the unconstrained space, ``[C, B, D]``."""
+        x_rows = self.rows(num_chains)
         with torch.no_grad():
-            if self.q is not None:  # the call a guide's site makes, so the draws of "is" for the same seed
-                z = self.q.rsample((num_chains,)) if self.q.has_rsample else self.q.sample((num_chains,))
+            if self.guide is not None:  # the calls "is" makes, so its draws for the same seed
+                u = self.space.sample_guide(self.guide, x_rows, unconstrained=True)[0]
             else:
-                z = _trace(self.model, self._x_rows(num_chains)).nodes[_LATENT]["value"]
-        return z.reshape(num_chains, self.batch_size, self.dim)
+                u = self.space.sample_prior(x_rows)[0]
+        return u.reshape(num_chains, self.batch_size, self.dim)
 
-    def flatten(self, z):
-        """A value of the latent site ``[B, ...]`` as a state ``[B, D]``."""
-        return z.reshape(z.shape[0], self.dim)
-
-    def densities(self, z):
-        num_chains = z.shape[0]
-        if self.vae is not None:
+    def _log_lik(self, z):
+        if self._x_proj is None:
             from pyro_aevb.infer.sgvb import log_likelihood
 
-            log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
-            log_joint = log_prior + log_likelihood(self.vae, z, self.x)
-        else:
-            rows = z.reshape((num_chains * self.batch_size,) + self.event_shape)
-            trace = _trace(self.model, self._x_rows(num_chains), data={_LATENT: rows})
-            trace.compute_log_prob()
-            latent = [n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]]
-            if latent:
-                raise ValueError(f"the model may have no latent site but {_LATENT!r}; it also samples {latent}")
-            log_joint = sum(s["log_prob"] for s in trace.nodes.values() if s["type"] == "sample")
-            if log_joint.shape != rows.shape[:1]:
-                raise ValueError(f"expected a log-density per datapoint, got shape {tuple(log_joint.shape)}")
-            log_joint = log_joint.reshape(num_chains, self.batch_size)
-            log_prior = trace.nodes[_LATENT]["log_prob"].reshape(num_chains, self.batch_size)
-        if self.q is None:
-            return log_prior, log_joint
-        return self.q.log_prob(z.reshape(z.shape[:2] + self.event_shape)), log_joint
+            return log_likelihood(self.vae, z, self.x)
+        decoder = self.vae.decoder
+        h = torch.tanh(decoder.hidden(z))
+        x_weight, x_bias = self._x_proj
+        return (h * x_weight).sum(-1) + x_bias - F.softplus(decoder.loc(h)).sum(-1)
+
+    def densities(self, u):
+        """``(log_p0, log_joint)`` ``[C, B]`` at the states ``u`` ``[C, B, D]``."""
+        num_chains = u.shape[0]
+        if self.vae is not None:  # z = u: the prior N(0, I) and the guide's Gaussian in closed form
+            log_prior = -0.5 * u.square().sum(-1) - _HALF_LOG_2PI * self.dim
+            log_joint = log_prior + self._log_lik(u)
+            if self.guide is None:
+                return log_prior, log_joint
+            if self.direct_guide is not None:
+                loc, log_var = self.direct_guide
+                log_q = -0.5 * ((u - loc).square() * torch.exp(-log_var) + log_var).sum(-1) - _HALF_LOG_2PI * self.dim
+                return log_q, log_joint
+            rows = u.reshape(num_chains * self.batch_size, self.dim)
+            log_q = self.space.log_guide(self.guide, self.rows(num_chains), rows)
+            return log_q.reshape(num_chains, self.batch_size), log_joint
+        rows = u.reshape(num_chains * self.batch_size, self.dim)
+        x_rows = self.rows(num_chains)
+        log_prior, log_lik = self.space.log_joint(x_rows, rows, jacobian=True)
+        log_joint = (log_prior + log_lik).reshape(num_chains, self.batch_size)
+        if self.guide is None:
+            return log_prior.reshape(num_chains, self.batch_size), log_joint
+        return self.space.log_guide(self.guide, x_rows, rows).reshape(num_chains, self.batch_size), log_joint
 
 
 def _chunks(batch_size, num_chains, chunk_size):
@@ -395,19 +412,26 @@ def _annealed(path, num_chains, num_temps, num_steps, schedule_name, pilot_chain
     """Forward AIS on ``path`` (and reverse AIS from ``z_reverse [B, D]``): results and the step schedule."""
     betas = schedule(schedule_name, num_temps)
     z0 = path.sample_p0(num_chains)  # drawn first: with T = 1 these are the only draws
+    # Shares of the work, for the progress report: the pilot's transitions against the kept chains'.
+    num_pilot = max(2, min(num_temps, pilot_temps)) if num_temps > 1 else 0
+    runs = 1 if z_reverse is None else 2
+    pilot_share = num_pilot * pilot_chains / (num_pilot * pilot_chains + runs * num_temps * num_chains)
     if num_temps > 1:
-        num_pilot = max(2, min(num_temps, pilot_temps))
-        pilot = pilot_step_sizes(
-            path.densities, path.sample_p0(pilot_chains), schedule(schedule_name, num_pilot), num_steps
-        )
+        with part(0.0, pilot_share):
+            pilot = pilot_step_sizes(
+                path.densities, path.sample_p0(pilot_chains), schedule(schedule_name, num_pilot), num_steps
+            )
         steps = _interpolate_steps(pilot, num_temps)
     else:
         steps = z0.new_ones(num_temps + 1, path.batch_size)
-    forward = run(path.densities, z0, betas, steps, num_steps)
+    middle = pilot_share + (1 - pilot_share) / runs
+    with part(pilot_share, middle):
+        forward = run(path.densities, z0, betas, steps, num_steps)
     reverse = None
     if z_reverse is not None:
         z_post = z_reverse.expand((num_chains,) + z_reverse.shape)
-        reverse = run(path.densities, z_post, betas, steps, num_steps, reverse=True)
+        with part(middle, 1.0):
+            reverse = run(path.densities, z_post, betas, steps, num_steps, reverse=True)
     return forward, reverse, steps
 
 
@@ -420,10 +444,15 @@ def log_marginal(model, x, guide=None, *, num_chains=16, num_temps=1000, num_ste
     """
     _check_options(num_chains, pilot_chains, pilot_temps)
     _check_num_temps(num_temps)
+    space = check_model(model, x, guide)
     out, infos = [], []
-    for rows in _chunks(x.shape[0], num_chains, chunk_size):
-        path = _ModelPath(model, x[rows], guide)
-        forward, _, steps = _annealed(path, num_chains, num_temps, num_steps, schedule, pilot_chains, pilot_temps)
+    chunks = _chunks(x.shape[0], num_chains, chunk_size)
+    for rows in chunks:
+        path = _ModelPath(space, model, x[rows], guide)
+        with part(rows.start / x.shape[0], rows.stop / x.shape[0]):
+            forward, _, steps = _annealed(
+                path, num_chains, num_temps, num_steps, schedule, pilot_chains, pilot_temps
+            )
         log_w = forward.log_weights
         out.append(_log_mean_exp(log_w))
         if diagnostics:
@@ -445,31 +474,34 @@ def log_marginal(model, x, guide=None, *, num_chains=16, num_temps=1000, num_ste
 def simulate(model, num_points, like_x):
     r"""
     Exact draws :math:`(x^{(i)}, z^{(i)}) \sim p_\theta(x, z)` from ``model``, through
-    :func:`pyro.poutine.uncondition`: the observed site that ``model(x)`` conditions on ``x`` is
-    sampled instead.
+    :func:`pyro.poutine.uncondition`: the observed site that ``model(x)`` conditions on ``x`` itself
+    is sampled instead.
 
     :param callable model: ``model(x)``, as for :func:`~pyro_aevb.infer.marginal.log_marginal_likelihood`.
     :param int num_points: how many datapoints.
     :param torch.Tensor like_x: data ``[N, ...]`` whose row shape, dtype and device the draws take.
-    :returns: ``(x [num_points, ...], latents)``, ``latents`` a dict from each latent site's name to its
-        value, one row per datapoint.
+    :returns: ``(x [num_points, ...], latents)``, ``latents`` a dict from each of the model's latent
+        sites (:class:`~pyro_aevb.infer.sites.LatentSpace`, whatever their names) to its value, one
+        row per datapoint, as :func:`bdmc` takes them.
     """
     from pyro.poutine.util import prune_subsample_sites
 
     if int(num_points) != num_points or num_points < 1:
         raise ValueError(f"num_points must be a positive integer, got {num_points}")
     template = like_x[:1].expand((int(num_points),) + like_x.shape[1:]).clone()
+    space = check_model(model, template)
     with torch.no_grad(), pyro.poutine.block():
         conditioned = prune_subsample_sites(pyro.poutine.trace(model).get_trace(template))
         observed = [n for n, s in conditioned.nodes.items() if s["type"] == "sample" and s["is_observed"]
                     and s["value"] is template]
         if len(observed) != 1:
-            raise ValueError(f"expected one observed site conditioned on x, found {observed}")
+            raise ValueError(
+                f"simulate needs one observed site whose value is x itself; found {observed or 'none'} "
+                f"among the observed sites {space.observed}"
+            )
         trace = prune_subsample_sites(pyro.poutine.trace(pyro.poutine.uncondition(model)).get_trace(template))
     x = trace.nodes[observed[0]]["value"].to(like_x.dtype)
-    latents = {n: s["value"] for n, s in trace.nodes.items()
-               if s["type"] == "sample" and n != observed[0] and not conditioned.nodes[n]["is_observed"]}
-    return x, latents
+    return x, {name: trace.nodes[name]["value"] for name in space.names}
 
 
 def bdmc(model, x, latents, guide=None, *, num_chains=16, num_temps=1000, num_steps=10, schedule="sigmoid",
@@ -487,22 +519,27 @@ def bdmc(model, x, latents, guide=None, *, num_chains=16, num_temps=1000, num_st
 
     :param callable model: ``model(x)``.
     :param torch.Tensor x: exact draws from the model ``[B, ...]``.
-    :param dict latents: each latent site's name to its value, ``[B, ...]``, drawn with ``x``.
+    :param dict latents: each latent site's name (all of the model's latent sites) to its value, one
+        row per datapoint, drawn with ``x`` (as :func:`simulate` returns them).
     :param callable guide: start the forward chains from ``guide(x)`` (and end the reverse ones there).
     :param options: as for ``estimator="ais"`` of :func:`~pyro_aevb.infer.marginal.log_marginal_likelihood`.
     :returns: ``(lower [B], upper [B])``.
     """
     _check_options(num_chains, pilot_chains, pilot_temps)
     _check_num_temps(num_temps)
-    if set(latents) != {_LATENT}:
-        raise ValueError(f"latents must name the model's latent site {_LATENT!r}, got {sorted(latents)}")
-    z = latents[_LATENT]
+    space = check_model(model, x, guide)
+    if not isinstance(latents, dict) or set(latents) != set(space.names):
+        given = sorted(latents) if isinstance(latents, dict) else type(latents).__name__
+        raise ValueError(f"latents must map each of the model's latent sites {space.names} to its values, got {given}")
+    with torch.no_grad():
+        u = space.pack(latents, x.shape[0]).to(x.dtype)
     lower, upper = [], []
     for rows in _chunks(x.shape[0], num_chains, chunk_size):
-        path = _ModelPath(model, x[rows], guide)
-        forward, reverse, _ = _annealed(
-            path, num_chains, num_temps, num_steps, schedule, pilot_chains, pilot_temps, path.flatten(z[rows])
-        )
+        path = _ModelPath(space, model, x[rows], guide)
+        with part(rows.start / x.shape[0], rows.stop / x.shape[0]):
+            forward, reverse, _ = _annealed(
+                path, num_chains, num_temps, num_steps, schedule, pilot_chains, pilot_temps, u[rows]
+            )
         lower.append(_log_mean_exp(forward.log_weights))
         upper.append(-_log_mean_exp(reverse.log_weights))
     return torch.cat(lower), torch.cat(upper)

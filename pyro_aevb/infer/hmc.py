@@ -27,6 +27,8 @@ import pyro
 import torch
 from pyro.ops.integrator import potential_grad, velocity_verlet
 
+from pyro_aevb.infer.progress import report
+
 __all__ = ["HMCSamples", "HMCStepResult", "StepSizeAdapter", "find_reasonable_step_size", "hmc_step", "sample"]
 
 HMCStepResult = namedtuple("HMCStepResult", ["z", "accept_prob", "potential_energy", "z_grad"])
@@ -324,7 +326,9 @@ def sample(
     adapter = None
     if adapt_step_size and warmup_steps > 0:
         adapter = StepSizeAdapter(find_reasonable_step_size(potential_fn, z, step_size), target_accept_prob)
-    for _ in range(warmup_steps):
+    total = warmup_steps + num_samples
+    for i in range(warmup_steps):
+        report(i / total)
         step = step_size if adapter is None else adapter.step_size
         z, accept_prob, potential_energy, z_grad = hmc_step(
             potential_fn, z, jitter(step), num_steps, potential_energy, z_grad
@@ -338,9 +342,11 @@ def sample(
     energies = z.new_empty((num_samples, z.shape[0]))
     accept_sum = torch.zeros_like(energies[0])
     for i in range(num_samples):
+        report((warmup_steps + i) / total)
         z, accept_prob, potential_energy, z_grad = hmc_step(
             potential_fn, z, jitter(step_size), num_steps, potential_energy, z_grad
         )
         samples[i], energies[i] = z, potential_energy
         accept_sum += accept_prob
+    report(1.0)
     return HMCSamples(samples, energies, accept_sum / num_samples, step_size)

@@ -28,6 +28,7 @@ from pyro.distributions import MultivariateNormal
 
 from pyro_aevb._checks import check_number, check_whole
 from pyro_aevb.infer import hmc
+from pyro_aevb.infer.progress import part, report
 from pyro_aevb.infer.sites import check_model
 
 __all__ = ["log_marginal_likelihood"]
@@ -69,6 +70,7 @@ def _resampled_init(space, guide, x, num_proposals):
     chunk_size = max(1, _IS_CHUNK_ROWS // batch_size)
     best_key = best_z = None
     for start in range(0, num_proposals, chunk_size):
+        report(start / num_proposals)
         size = min(chunk_size, num_proposals - start)
         x_rep = _repeat_rows(x, size)
         if guide is None:  # the model's own trace: the weight is the log-density of its observed sites
@@ -175,7 +177,7 @@ def _hmc_log_marginal(
     init_proposals = check_whole("init_proposals", init_proposals, 1)
     space = _latent_space(model, x, guide)
     x_chains = _repeat_rows(x, num_chains)
-    with torch.no_grad():
+    with torch.no_grad(), part(0.0, 0.2):
         if init_proposals == 1:  # the draw itself: no weights to compute, no Gumbel noise drawn
             z_init = space.sample_prior(x_chains)[0] if guide is None else space.sample_guide(guide, x_chains)[0]
         else:
@@ -190,10 +192,11 @@ def _hmc_log_marginal(
     def potential_fn(z):
         return -_log_joint(space, x_chains, z)
 
-    result = hmc.sample(
-        potential_fn, z_init, 2 * num_samples, warmup_steps, num_steps,
-        target_accept_prob=target_accept_prob, step_size_jitter=step_size_jitter,
-    )
+    with part(0.2, 1.0):
+        result = hmc.sample(
+            potential_fn, z_init, 2 * num_samples, warmup_steps, num_steps,
+            target_accept_prob=target_accept_prob, step_size_jitter=step_size_jitter,
+        )
     # [2L, C * B, ...] -> [2L, C, B, Nz]: the first L draws fit q, the chains' next L draws test it.
     samples = result.samples.reshape(2 * num_samples, num_chains, batch_size, -1)
     log_joint = -result.potential_energy.reshape(2 * num_samples, num_chains, batch_size)
@@ -221,6 +224,7 @@ def _is_log_marginal(model, x, guide, *, num_samples=5000, chunk_size=None, diag
     log_sum_w2 = x.new_full((batch_size,), -math.inf)
     with torch.no_grad():
         for start in range(0, num_samples, chunk_size):
+            report(start / num_samples)
             size = min(chunk_size, num_samples - start)
             x_rep = _repeat_rows(x, size)
             # The guide's draws and both densities in the constrained space, where the guide drew them.
@@ -276,6 +280,19 @@ def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_dia
     approaching it as :math:`K` grows. It is computed in chunks of ``chunk_size`` samples per
     datapoint, so memory is bounded whatever ``K``.
 
+    ``estimator="ais"`` is annealed importance sampling (:mod:`pyro_aevb.infer.ais`): for every
+    datapoint, ``num_chains`` chains start from exact draws of :math:`p_0`, the prior or, when
+    ``guide`` is given, the guide, and pass through ``num_temps`` distributions
+    :math:`f_t \propto p_0^{1 - \beta_t} p_\theta(x^{(i)}, \cdot)^{\beta_t}` with one HMC transition
+    of ``num_steps`` leapfrog steps at each; the estimate is :math:`\log \frac1K \sum_k w_k`, a
+    stochastic lower bound (its weights are unbiased for :math:`p_\theta(x^{(i)})`) whose gap closes
+    as ``num_temps`` grows; :func:`pyro_aevb.bdmc` measures that gap on data simulated from the
+    model. The chains move in the same unconstrained space as ``"hmc"``'s, every latent site of the
+    model at once, with the log-Jacobian of each constrained site in both :math:`p_0` and the target.
+    The step size of each temperature and datapoint is fixed in advance by a separate pilot run whose
+    chains are discarded, so that the weights stay unbiased. A guide that is the exact posterior makes
+    every weight equal :math:`p_\theta(x^{(i)})`.
+
     **Options** of ``"hmc"``: ``num_samples=50`` (draws per chain per stage; the paper's
     :math:`L = 50` with one chain), ``num_chains=4``, ``warmup_steps=100``, ``num_steps=4`` (leapfrog
     steps, as in [1]), ``target_accept_prob=0.8``, ``step_size_jitter=0.5``, ``q_cov_scale=0.8``,
@@ -292,30 +309,43 @@ def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_dia
     Options of ``"is"``: ``num_samples=5000`` (:math:`K`), ``chunk_size`` (default: about
     :math:`2^{15}` rows of ``x`` per pass).
 
+    Options of ``"ais"``: ``num_chains=16`` (:math:`K`), ``num_temps=1000`` (:math:`T`),
+    ``num_steps=10`` (leapfrog steps per transition), ``schedule="sigmoid"`` (or ``"linear"``),
+    ``pilot_chains=2`` and ``pilot_temps=200`` (the pilot run that fixes the step sizes; its schedule
+    is read at the ``T`` temperatures), ``chunk_size`` (datapoints advanced together; default: about
+    :math:`2^{12}` chains in all). It costs :math:`K T L` gradient evaluations of the log joint per
+    datapoint.
+
     **Diagnostics** (``return_diagnostics=True``), tensors per datapoint ``[B]`` unless stated:
     ``"stderr"``, a delta-method standard error of the estimate (nats); for ``"hmc"`` also
     ``"rhat"`` (rank-normalised split R-hat [2] from :func:`arviz.rhat`, the largest over the
     coordinates of ``z``), ``"ess"`` (bulk ESS from :func:`arviz.ess`, the smallest over ``z``),
     ``"not_mixed"`` (``rhat > rhat_threshold`` or undefined), and ``"accept_prob"`` and
     ``"step_size"`` of each chain ``[num_chains, B]``; for ``"is"`` also ``"ess"``, the importance
-    sampling effective sample size :math:`(\sum_k w_k)^2 / \sum_k w_k^2`.
+    sampling effective sample size :math:`(\sum_k w_k)^2 / \sum_k w_k^2`; for ``"ais"``, ``"ess"``
+    and ``"stderr"`` likewise from the ``K`` chains' weights, ``"accept_prob"`` (each chain's mean
+    acceptance probability over its transitions, ``[num_chains, B]``) and ``"step_size"`` (the step
+    size at the last temperature).
 
     .. warning:: The ``"hmc"`` estimator is reliable in low dimensions only (a warning is issued for
         :math:`N_z > 5`): both the Gaussian fit and the harmonic mean degrade quickly with
         dimension. It also assumes the chains mixed; check ``"not_mixed"``.
 
-    .. note:: No gradient reaches the model's or guide's parameters. ``"hmc"`` differentiates the log
-        joint with respect to ``z`` only; ``"is"`` runs under :func:`torch.no_grad`.
+    .. note:: No gradient reaches the model's or guide's parameters. ``"hmc"`` and ``"ais"``
+        differentiate the log joint with respect to ``z`` only; ``"is"`` runs under :func:`torch.no_grad`.
 
     :param callable model: ``model(x)``, of the class of :mod:`pyro_aevb.infer.sites`: latent sites per
         row of ``x``, whatever their names, inside a plate over the rows.
     :param torch.Tensor x: datapoints ``[B, D]``.
-    :param str estimator: ``"hmc"`` or ``"is"``.
-    :param callable guide: ``guide(x)``; required by ``"is"``, initialises the chains of ``"hmc"``.
+    :param str estimator: ``"hmc"``, ``"is"`` or ``"ais"``.
+    :param callable guide: ``guide(x)``; required by ``"is"``, initialises the chains of ``"hmc"``, and
+        is :math:`p_0` of ``"ais"`` (the prior without it).
     :param bool return_diagnostics: also return the dict of diagnostics.
     :returns: :math:`\log p_\theta(x^{(i)})` ``[B]``, or ``(log_px, diagnostics)``.
     """
-    known = {"hmc": _hmc_log_marginal, "is": _is_log_marginal}.get(estimator)
+    from pyro_aevb.infer import ais
+
+    known = {"hmc": _hmc_log_marginal, "is": _is_log_marginal, "ais": ais.log_marginal}.get(estimator)
     names = set(inspect.signature(known).parameters) - {"model", "x", "guide", "diagnostics"} if known else set()
     unknown = set(options) - names if known else set()
     if unknown:
@@ -327,8 +357,6 @@ def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_dia
             raise ValueError("estimator='is' needs a guide as proposal")
         log_px, info = _is_log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
     elif estimator == "ais":
-        from pyro_aevb.infer import ais
-
         log_px, info = ais.log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
     else:
         raise ValueError(f"estimator must be 'hmc', 'is' or 'ais', got {estimator!r}")
