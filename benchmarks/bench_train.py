@@ -333,10 +333,18 @@ def time_train(args, device):
     Every run times its steps alone (the ``seconds`` of ``metrics.csv``) and reports the test-set bound.
     """
     runs = []
+    methods = list(args.methods)
+    if args.baseline:  # the same commands from another source tree, e.g. a worktree of an earlier commit
+        methods += [f"{method}@baseline" for method in args.methods if method in METHODS]
     for r in range(args.repeats):
-        for method in args.methods if r % 2 == 0 else args.methods[::-1]:
+        for method in methods if r % 2 == 0 else methods[::-1]:
             load_before = _load()
-            run = _train_cli(method, args, device) if method in METHODS else _train_plain(method, args, device)
+            if method.endswith("@baseline"):
+                run = _train_cli(method.split("@")[0], args, device, source=args.baseline)
+            elif method in METHODS:
+                run = _train_cli(method, args, device)
+            else:
+                run = _train_plain(method, args, device)
             run.update(method=method, repeat=r, samples_per_s=run["samples"] / run["step_seconds"],
                        load_average={"start": load_before, "end": _load()})
             runs.append(run)
@@ -345,22 +353,25 @@ def time_train(args, device):
                 + (f", {run['total_seconds']:.1f} s in all" if run["total_seconds"] else ""), file=sys.stderr,
             )
     summary = []
-    for method in args.methods:
+    for method in methods:
         mine = [run for run in runs if run["method"] == method]
         row = {
             "method": method, "samples": mine[0]["samples"],
             "step_seconds": [run["step_seconds"] for run in mine], "test_bound": [run["test_bound"] for run in mine],
             "total_seconds": [run["total_seconds"] for run in mine if run["total_seconds"]],
         }
-        plain = "plain-" + CONTENDERS[method][1]
+        plain = "plain-" + CONTENDERS[method.split("@")[0]][1]
         if plain in args.methods:  # paired by repeat
             base = [run["step_seconds"] for run in runs if run["method"] == plain]
             row["ratio"] = statistics.median(b / a for a, b in zip(row["step_seconds"], base))
+        if f"{method}@baseline" in methods:  # this tree's steps against the baseline's, paired by repeat
+            base = [run["step_seconds"] for run in runs if run["method"] == f"{method}@baseline"]
+            row["vs_baseline"] = statistics.median(b / a for a, b in zip(row["step_seconds"], base))
         summary.append(row)
     lines = [
-        "| method | samples | steps, seconds: median [range] | samples/s | vs plain loop | whole command, seconds "
-        "| test bound (nats) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| method | samples | steps, seconds: median [range] | samples/s | vs plain loop | vs baseline "
+        "| whole command, seconds | test bound (nats) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [_samples_row(row) for row in summary]
     return {"train_runs": runs, "summary": summary}, "\n".join(lines)
@@ -370,17 +381,24 @@ def _samples_row(row):
     steps, totals = row["step_seconds"], row["total_seconds"]
     median = statistics.median(steps)
     ratio = f"{row['ratio']:.2f}x" if "ratio" in row else ""
+    baseline = f"{row['vs_baseline']:.3f}x" if "vs_baseline" in row else ""
     total = f"{statistics.median(totals):.1f}" if totals else ""
     bounds = ", ".join(f"{b:.2f}" for b in row["test_bound"])
     return (
         f"| {row['method']} | {row['samples']:,} | {median:.1f} [{min(steps):.1f}–{max(steps):.1f}] "
-        f"| {row['samples'] / median:,.0f} | {ratio} | {total} | {bounds} |"
+        f"| {row['samples'] / median:,.0f} | {ratio} | {baseline} | {total} | {bounds} |"
     )
 
 
-def _train_cli(method, args, device):
-    """``pyro-aevb train --method method`` in a subprocess: its steps' seconds, its whole time and bound."""
+def _train_cli(method, args, device, source=None):
+    """
+    ``pyro-aevb train --method method`` in a subprocess: its steps' seconds, its whole time and bound;
+    the package imported from the source tree ``source`` when given (run from there, so that it comes
+    first on the path), else from this one.
+    """
     env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = str(Path(source).resolve())
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     with tempfile.TemporaryDirectory() as tmp:
@@ -388,11 +406,11 @@ def _train_cli(method, args, device):
         command = [
             sys.executable, "-m", "pyro_aevb", "train", "--dataset", "mnist", "--latent-dim", "20",
             "--method", method, "--samples", str(args.samples), "--eval-points", "2", "--no-progress",
-            "--data-dir", str(args.data_dir), "--device", str(device), "--seed", str(args.seed), "--out", str(out),
+            "--data-dir", str(Path(args.data_dir).resolve()), "--device", str(device), "--seed", str(args.seed), "--out", str(out),
             "--batch-size", str(args.batch_size),
         ]
         start = time.perf_counter()
-        subprocess.run(command, check=True, env=env, stdout=sys.stderr)  # stdout: the table alone
+        subprocess.run(command, check=True, env=env, stdout=sys.stderr, cwd=source)  # stdout: the table alone
         total = time.perf_counter() - start
         with open(out / "metrics.csv", newline="") as f:
             last = list(csv.DictReader(f))[-1]
@@ -464,6 +482,11 @@ def parse_args(argv=None):
         help="with --samples: pyro-aevb train's methods and the plain loops [aevb plain-B]",
     )
     parser.add_argument("--repeats", type=int, default=1, help="with --samples: runs of each method, alternating [1]")
+    parser.add_argument(
+        "--baseline", type=Path,
+        help="with --samples: also run pyro-aevb train's methods from this source tree (e.g. `git worktree add "
+        "../base HEAD~5`), alternating with this tree's, and report this tree's steps' time against it",
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(_default_data_dir()), help="[$PYRO_AEVB_DATA or ../shared/data]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch threads [PyTorch's default: one per core]")
