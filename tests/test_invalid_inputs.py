@@ -27,10 +27,10 @@ NOT_NUMBER = st.one_of(st.booleans(), st.text(max_size=3), st.none(), st.sampled
 
 
 def _invalid_fields():
-    positive = ["latent_dim", "samples", "batch_size", "num_particles", "eval_points", "checkpoint_every",
+    positive = ["latent_dim", "samples", "batch_size", "num_particles", "checkpoint_every",
                 "eval_train_points", "log_marginal_points"]
     cases = [st.tuples(st.sampled_from(positive), st.one_of(NOT_WHOLE, st.integers(max_value=0)))]
-    cases.append(st.tuples(st.sampled_from(["hidden", "num_train"]),
+    cases.append(st.tuples(st.sampled_from(["hidden", "num_train", "eval_points"]),
                            st.one_of(NOT_WHOLE.filter(lambda v: v is not None), st.integers(max_value=0))))
     cases.append(st.tuples(st.just("seed"), st.one_of(NOT_WHOLE, st.integers(max_value=-1), st.integers(min_value=2**32))))
     cases.append(st.tuples(st.just("lr"), st.one_of(NOT_NUMBER, st.floats(max_value=0.0, allow_nan=False))))

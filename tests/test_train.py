@@ -272,3 +272,31 @@ def test_a_second_sigterm_still_lets_the_checkpoint_be_written():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the handler runs between bytecodes, at the latest here
+
+
+def test_default_evaluation_schedule_is_sparse_and_the_papers_stays_available(monkeypatch):
+    from pyro_aevb.experiment import reproduce
+    from pyro_aevb.experiment.train import eval_schedule
+
+    # Default (eval_points=None): no two evaluations less than a factor 2 apart (10 with log p(x)).
+    default = eval_schedule(10**6, 100)
+    assert default[0] == 1000 and default[-1] == 10**6 and len(default) == 10
+    assert all(b >= 2 * a for a, b in zip(default, default[1:]))
+    assert eval_schedule(20000, 100, min_ratio=10) == [1000, 20000]
+    assert eval_schedule(10**6, 100, min_ratio=10) == [1000, 10000, 100000, 10**6]
+    # An explicit count keeps the paper's log-spaced schedule, crowded at the start for a short run.
+    paper = eval_schedule(20000, 100, 30)
+    assert len(paper) == 30 and paper[:3] == [1000, 1200, 1300]
+    # The defaults evaluate fewer points than the paper's figures; reproduce pins the figures' settings.
+    config = TrainConfig()
+    assert (config.eval_points, config.eval_train_points, config.log_marginal_points) == (None, 1000, 100)
+    seen = []
+
+    def capture(base, *args):
+        seen.append(base)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce, "figure2", capture)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.reproduce("figure2", out=None)
+    assert (seen[0].eval_points, seen[0].eval_train_points, seen[0].log_marginal_points) == (20, 10_000, 100)

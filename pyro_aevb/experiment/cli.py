@@ -77,7 +77,8 @@ def _add_train(sub):
     a("--num-train", type=_count, help="train on the first N training points only [all]")
     a("--seed", type=int, help=f"random seed [{d.seed}]")
     a("--device", help=f"cpu | cuda [{d.device}]")
-    a("--eval-points", type=int, help=f"number of log-spaced evaluations [{d.eval_points}]")
+    a("--eval-points", type=int, help="number of log-spaced evaluations [as many as keep each at least twice "
+      "the samples of the previous one; ten times when log p(x) is estimated]")
     a("--eval-train-points", type=_count, help=f"size of the evaluated training subset (its first rows) [{d.eval_train_points}]")
     a("--checkpoint-every", type=_count, help=f"samples between checkpoints [{d.checkpoint_every:.0e}]")
     a("--model-class", help="module:Class of the model: an nn.Module with Pyro .model and .guide of the class that "

@@ -32,6 +32,7 @@ from pyro_aevb.experiment.checkpoint import (
 )
 from pyro_aevb.data import MinibatchSampler, check_support, load_dataset
 from pyro_aevb.errors import ConfigError, RunDirError, RunWarning, TrainingDiverged
+from pyro_aevb.infer import progress
 from pyro_aevb.infer.elbo import lower_bound
 from pyro_aevb.experiment.rundir import RunDir, metrics_as_floats, read_metrics
 
@@ -71,14 +72,20 @@ class TrainConfig:
         compares N_train = 1,000 with 50,000); ``None``: all.
     :param int seed: seeds minibatch order, binarization and every sample drawn in training.
     :param str device: ``"cpu"`` or ``"cuda"``.
-    :param int eval_points: number of log-spaced sample counts at which the bounds are evaluated.
-    :param int eval_train_points: the evaluated training subset: the first this-many training points.
+    :param int eval_points: number of log-spaced sample counts at which the bounds are evaluated
+        (the paper's Figure 3 used 20 to 30). ``None`` (the default): log-spaced counts at least a
+        factor :data:`EVAL_RATIO` apart, :data:`EVAL_RATIO_LOG_MARGINAL` when the marginal likelihood is
+        estimated at each evaluation (``log_marginal``, or a method without an encoder), so that
+        evaluating takes a small share of a run (:func:`eval_schedule`).
+    :param int eval_train_points: the evaluated training subset: the first this-many training points
+        (the paper's figures: 1,000 or more).
     :param int checkpoint_every: samples between checkpoints.
     :param str model_class: ``"module:Class"`` of the model, a :class:`~pyro_aevb.models.vae.VAE` subclass.
     :param dict model_options: extra keyword arguments of ``model_class``.
     :param str log_marginal: ``"is"`` or ``"hmc"`` to also estimate the marginal likelihood at each
         evaluation (methods without an encoder always do, with ``"hmc"``).
-    :param int log_marginal_points: datapoints of each split used for the marginal likelihood.
+    :param int log_marginal_points: datapoints of each split used for the marginal likelihood (the
+        paper's Figure 3: 1,000).
     :param dict log_marginal_options: options of :func:`~pyro_aevb.log_marginal_likelihood`
         (``num_samples``, ``num_chains``, ``warmup_steps``, ...).
     :param dict method_options: extra keyword arguments of the method.
@@ -98,13 +105,13 @@ class TrainConfig:
     num_train: int = None
     seed: int = 0
     device: str = "cpu"
-    eval_points: int = 30
-    eval_train_points: int = 10_000
+    eval_points: int = None
+    eval_train_points: int = 1000
     checkpoint_every: int = 100_000
     model_class: str = "pyro_aevb.models.vae:VAE"
     model_options: dict = dataclasses.field(default_factory=dict)
     log_marginal: str = None
-    log_marginal_points: int = 1000
+    log_marginal_points: int = 100
     log_marginal_options: dict = dataclasses.field(default_factory=dict)
     method_options: dict = dataclasses.field(default_factory=dict)
 
@@ -126,10 +133,10 @@ class TrainConfig:
             raise ConfigError(f"unknown data set {self.dataset!r}; choose from {', '.join(DATASETS)}")
         if self.binarize not in (None, "none", "static", "dynamic"):
             raise ConfigError(f"binarize must be 'none', 'static' or 'dynamic', got {self.binarize!r}")
-        for name in ("latent_dim", "samples", "batch_size", "num_particles", "eval_points", "checkpoint_every",
+        for name in ("latent_dim", "samples", "batch_size", "num_particles", "checkpoint_every",
                      "eval_train_points", "log_marginal_points"):
             check_whole(name, getattr(self, name), 1, error=ConfigError)
-        for name in ("num_train", "hidden"):
+        for name in ("num_train", "hidden", "eval_points"):
             if getattr(self, name) is not None:
                 check_whole(name, getattr(self, name), 1, error=ConfigError)
         check_whole("seed", self.seed, 0, 2**32 - 3, error=ConfigError)  # numpy's seeds; evaluations use seed + 2
@@ -338,13 +345,30 @@ def build_model(config, x_dim):
         raise ConfigError(f"cannot build {config.model_class} with {kwargs}: {e}") from None
 
 
-def eval_schedule(total, batch_size, num_points, first=None):
+#: The least factor between the sample counts of two evaluations of the default schedule.
+EVAL_RATIO = 2.0
+#: The same when the marginal likelihood is estimated at each evaluation (tens of times the bounds' cost): decades.
+EVAL_RATIO_LOG_MARGINAL = 10.0
+
+
+def eval_schedule(total, batch_size, num_points=None, first=None, min_ratio=EVAL_RATIO):
     """
-    Sample counts at which to evaluate: ``num_points`` log-spaced counts from ``first`` (default: ten
-    minibatches) to ``total``, rounded up to whole minibatches. The last is always ``total``'s step.
+    Sample counts at which to evaluate, log-spaced from ``first`` (default: ten minibatches) to
+    ``total``, rounded up to whole minibatches; the last is always ``total``'s step.
+
+    With ``num_points``, that many counts (fewer where two round to the same minibatch), as the paper's
+    figures have them. With ``None``, as many as keep every count at least ``min_ratio`` times the
+    previous one: the evaluations' cost then grows with the log of the budget while training's grows
+    with the budget. The schedule depends on these numbers only, never on measured time, so that a
+    resumed run evaluates where an uninterrupted one does.
     """
     last = math.ceil(total / batch_size)
     first_step = max(1, min(last, math.ceil((first or 10 * batch_size) / batch_size)))
+    if num_points is None:
+        if not min_ratio > 1:
+            raise ValueError(f"min_ratio must exceed 1, got {min_ratio}")
+        # (1e-9: a budget of exactly 1000 first steps gets its 4 decades despite rounding in the logs)
+        num_points = 1 + int(math.log(last / first_step) / math.log(min_ratio) + 1e-9) if last > first_step else 1
     steps = np.unique(np.ceil(np.geomspace(first_step, last, num_points)).astype(int))
     return [int(s) * batch_size for s in steps]
 
@@ -461,7 +485,11 @@ class _Trainer:
         self.sampler = MinibatchSampler(
             self.dataset.train, config.batch_size, config.seed, dynamic_binarize=self.dataset.binarize == "dynamic"
         )
-        self.schedule = eval_schedule(config.samples, config.batch_size, config.eval_points)
+        estimates_log_marginal = config.log_marginal is not None or not self.method.has_encoder
+        self.schedule = eval_schedule(
+            config.samples, config.batch_size, config.eval_points,
+            min_ratio=EVAL_RATIO_LOG_MARGINAL if estimates_log_marginal else EVAL_RATIO,
+        )
         self.samples = self.steps = 0
         self.seconds = 0.0
         self.eval_data = {
@@ -523,19 +551,35 @@ class _Trainer:
         set_rng_state(state["rng"])
 
     # -- evaluation ------------------------------------------------------------------------------
+    def _showing(self, what, stage, stages):
+        """The progress bar says, while the block runs, which evaluation runs and how far it has got."""
+        bar = getattr(self, "_bar", None)
+        if bar is None or bar.disable:
+            return contextlib.nullcontext()
+        shown = [None]
+
+        def show(fraction):
+            percent = int(100 * fraction)
+            if percent != shown[0]:
+                shown[0] = percent
+                bar.set_postfix_str(f"evaluating {stage}/{stages}: {what}, {percent}%", refresh=True)
+
+        show(0.0)
+        return progress.reporting(show)
+
     def _evaluate(self):
         config = self.config
         row = dict.fromkeys(METRICS_COLUMNS, "")
         row.update(samples=self.samples, steps=self.steps, seconds=f"{self.seconds:.3f}")
         self.vae.eval()
+        estimator = config.log_marginal or (None if self.method.has_encoder else "hmc")
+        stages = 2 * (self.method.has_encoder + (estimator is not None))
+        stage = 0
         if self.method.has_encoder:
             for split, x in self.eval_data.items():
-                if self.world.size == 1:
-                    value = lower_bound(self.vae.model, self.vae.guide, x, seed=config.seed + 1)
-                else:
-                    value = distributed.lower_bound(self.world, self.vae.model, self.vae.guide, x, config.seed + 1)
-                row[f"{split}_lower_bound"] = value
-        estimator = config.log_marginal or (None if self.method.has_encoder else "hmc")
+                stage += 1
+                with self._showing(f"lower bound, {split} split, {len(x)} points", stage, stages):
+                    row[f"{split}_lower_bound"] = self._lower_bound(x)
         if estimator is not None:
             from pyro_aevb.infer.marginal import log_marginal_likelihood
 
@@ -544,20 +588,31 @@ class _Trainer:
             guide = self.vae.guide if self.method.has_encoder else None
             for split, x in self.eval_data.items():
                 x = x[: config.log_marginal_points]
-                if self.world.size > 1:
-                    row[f"{split}_log_marginal"] = distributed.log_marginal(
-                        self.world, self.vae.model, x, config.seed + 2, estimator, guide, **config.log_marginal_options
-                    )
-                    continue
-                with torch.random.fork_rng(devices=self._cuda()):
-                    torch.manual_seed(config.seed + 2)
-                    log_px = log_marginal_likelihood(
-                        self.vae.model, x, estimator=estimator, guide=guide, **config.log_marginal_options,
-                    )
-                row[f"{split}_log_marginal"] = float(log_px.mean())
+                stage += 1
+                with self._showing(f"log p(x) by {estimator!r}, {split} split, {len(x)} points", stage, stages):
+                    row[f"{split}_log_marginal"] = self._log_marginal(log_marginal_likelihood, x, estimator, guide)
         self.vae.train()
         _warn_non_finite(row)
         return row
+
+    def _lower_bound(self, x):
+        seed = self.config.seed + 1
+        if self.world.size == 1:
+            return lower_bound(self.vae.model, self.vae.guide, x, seed=seed)
+        return distributed.lower_bound(self.world, self.vae.model, self.vae.guide, x, seed)
+
+    def _log_marginal(self, log_marginal_likelihood, x, estimator, guide):
+        config = self.config
+        if self.world.size > 1:
+            return distributed.log_marginal(
+                self.world, self.vae.model, x, config.seed + 2, estimator, guide, **config.log_marginal_options
+            )
+        with torch.random.fork_rng(devices=self._cuda()):
+            torch.manual_seed(config.seed + 2)
+            log_px = log_marginal_likelihood(
+                self.vae.model, x, estimator=estimator, guide=guide, **config.log_marginal_options,
+            )
+        return float(log_px.mean())
 
     def _cuda(self):
         return [self.dataset.train.device] if self.dataset.train.device.type == "cuda" else []
@@ -612,7 +667,7 @@ class _Trainer:
         pending = [s for s in self.schedule if s > self.samples]
         step = self._step if world.size == 1 else self._distributed_step
         interrupted = _InterruptFlag()
-        bar = _progress_bar(self.progress and world.is_main, config.samples, self.samples)
+        bar = self._bar = _progress_bar(self.progress and world.is_main, config.samples, self.samples)
         try:
             with interrupted, world.reduce_gradients():
                 while self.samples < config.samples:
