@@ -30,6 +30,19 @@ def test_closed_form_kl_matches_appendix_b():
     torch.testing.assert_close(-torch.distributions.kl_divergence(q, p), appendix_b_neg_kl(z_loc, z_scale))
 
 
+def test_library_neg_kl_is_torchs_per_datapoint():
+    # The library's own closed forms, per row of a [2, 7, 5] batch (summed over the last dimension only),
+    # from sigma and from log sigma^2, against torch's KL of the same Gaussians.
+    from pyro_aevb.infer.sgvb import gaussian_neg_kl, gaussian_neg_kl_log_var
+
+    z_loc, z_scale = torch.randn(2, 7, 5), torch.rand(2, 7, 5) + 0.2
+    q = dist.Normal(z_loc, z_scale).to_event(1)
+    expected = -torch.distributions.kl_divergence(q, dist.Normal(torch.zeros(5), 1.0).to_event(1))
+    assert expected.shape == (2, 7)
+    torch.testing.assert_close(gaussian_neg_kl(z_loc, z_scale), expected)
+    torch.testing.assert_close(gaussian_neg_kl_log_var(z_loc, 2 * z_scale.log()), expected)
+
+
 def test_closed_form_kl_matches_monte_carlo():
     z_loc, z_scale = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.3, 1.5, 0.8])
     q = dist.Normal(z_loc, z_scale).to_event(1)

@@ -115,6 +115,24 @@ def test_direct_estimator_is_pyros_elbo(estimator, likelihood, num_particles):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6, msg=lambda m: f"gradient of {name}: {m}")
 
 
+def test_direct_estimator_defaults_and_full_batch_scale():
+    """
+    ``sgvb_loss(vae, x)`` is estimator B with one draw and scale 1: Pyro's mean-field ELBO of the model
+    called without ``num_data``; ``num_data`` equal to the minibatch is the same loss, one below it is refused.
+    """
+    vae, x = _vae(), _data()
+    pyro.set_rng_seed(3)
+    expected = _reference_elbo("B", 1).differentiable_loss(vae.model, vae.guide, x)
+    for num_data in (None, x.shape[0]):
+        pyro.set_rng_seed(3)
+        actual = sgvb_loss(vae, x) if num_data is None else sgvb_loss(vae, x, num_data)
+        torch.testing.assert_close(actual, expected, rtol=1e-6, atol=0, msg=lambda m: f"num_data={num_data}: {m}")
+    with pytest.raises(ValueError, match=r"^num_data \(6\) is smaller than the minibatch \(7\)$"):
+        sgvb_loss(vae, x, 6)
+    with pytest.raises(ValueError, match=r"^estimator must be 'A' or 'B', got 'C'$"):
+        sgvb_loss(vae, x, estimator="C")
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("estimator, likelihood, num_particles", CASES)
 def test_fast_path_trains_as_pyros_reference(estimator, likelihood, num_particles, device):
