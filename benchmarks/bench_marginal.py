@@ -14,8 +14,9 @@ Two measurements, printed as a Markdown table of medians over ``--repeats`` runs
    sizes; chains started at prior draws resampled by their likelihood).
 
 3. With ``--ais-data N``: annealed importance sampling (``estimator="ais"``) on ``N`` datapoints under
-   the paper's own VAE class with the same ``3 -> 100 -> 784`` decoder (so that log p(x, z) comes from
-   the nets directly, the fast path), and its useful FLOP rate as a fraction of ``torch.matmul``'s,
+   the paper's own VAE class, untrained, with the same ``3 -> 100 -> 784`` decoder or another
+   (``--ais-latent``, ``--ais-hidden``; so that log p(x, z) comes from the nets directly, the fast
+   path), chains from the prior or the encoder (``--ais-start``), and its useful FLOP rate as a fraction of ``torch.matmul``'s,
    measured in the same run at the decoder's layer shapes with as many rows as AIS advances at once
    (chains x datapoints per chunk). Useful FLOPs are the decoder's forward and backward pass (to ``z``)
    at every leapfrog step of the kept chains, from the layer shapes; the pilot run and the gradient
@@ -25,6 +26,8 @@ Example::
 
     python benchmarks/bench_marginal.py --num-reference 20 --num-data 1000 --repeats 3 --data mnist
     python benchmarks/bench_marginal.py --num-reference 0 --num-data 0 --ais-data 256 --ais-temps 200
+    python benchmarks/bench_marginal.py --num-reference 0 --num-data 0 --ais-data 100 --data mnist \
+        --ais-latent 20 --ais-hidden 500 --ais-start guide --ais-temps 1000 --repeats 1 --threads 1
 
 [1] Auto-Encoding Variational Bayes, Kingma & Welling (2013)
 """
@@ -112,19 +115,21 @@ def bench_ais(args, x):
     from pyro_aevb.infer import ais
     from pyro_aevb.infer.marginal import log_marginal_likelihood
 
-    vae = VAE(784, 3, 100, "bernoulli", init_std=args.init_std)
-    for p in vae.decoder.parameters():
+    z_dim, hidden = args.ais_latent, args.ais_hidden
+    vae = VAE(784, z_dim, hidden, "bernoulli", init_std=args.init_std)
+    for p in vae.parameters():
         nn.init.normal_(p, std=args.init_std)
+    guide = vae.guide if args.ais_start == "guide" else None
     x = x[: args.ais_data]
     chains, temps, steps = args.ais_chains, args.ais_temps, args.num_steps_ais
     rows = chains * min(len(x), max(1, ais._CHUNK_ROWS // chains))
     wall, cpu = median_time(
-        lambda: log_marginal_likelihood(vae.model, x, "ais", num_chains=chains, num_temps=temps, num_steps=steps),
+        lambda: log_marginal_likelihood(vae.model, x, "ais", guide, num_chains=chains, num_temps=temps, num_steps=steps),
         args.repeats,
     )
-    useful = len(x) * chains * (temps - 1) * steps * decoder_flops(3, 100, 784)
+    useful = len(x) * chains * (temps - 1) * steps * decoder_flops(z_dim, hidden, 784)
     rate = useful / wall
-    reference = matmul_rate(rows, 3, 100, 784)
+    reference = matmul_rate(rows, z_dim, hidden, 784)
     return {"datapoints": len(x), "rows": rows, "wall_s": wall, "cpu_s": cpu, "useful_flops": useful,
             "useful_rate": rate, "matmul_rate": reference, "ratio": rate / reference}
 
@@ -180,7 +185,8 @@ def main(args):
         ais_report = bench_ais(args, load_data(args.data, args.ais_data, args.data_dir))
         lines += [
             "",
-            f"AIS, the paper's VAE (3-100-784), {ais_report['datapoints']} datapoints, {args.ais_chains} chains, "
+            f"AIS, the paper's VAE ({args.ais_latent}-{args.ais_hidden}-784, untrained, N(0, {args.init_std}^2) "
+            f"weights, chains from the {args.ais_start}), {ais_report['datapoints']} datapoints, {args.ais_chains} chains, "
             f"{args.ais_temps} temperatures, {args.num_steps_ais} leapfrog steps, {ais_report['rows']} rows per chunk: "
             f"{ais_report['wall_s']:.2f} s, useful {ais_report['useful_rate'] / 1e9:.2f} GFLOP/s, "
             f"torch.matmul at the same shapes {ais_report['matmul_rate'] / 1e9:.2f} GFLOP/s, "
@@ -212,6 +218,9 @@ def parse_args(argv=None):
     parser.add_argument("--ais-chains", type=int, default=16, help="AIS chains per datapoint")
     parser.add_argument("--ais-temps", type=int, default=100, help="AIS temperatures")
     parser.add_argument("--num-steps-ais", type=int, default=10, help="AIS leapfrog steps per transition")
+    parser.add_argument("--ais-latent", type=int, default=3, help="Nz of the AIS timing's VAE")
+    parser.add_argument("--ais-hidden", type=int, default=100, help="hidden units of the AIS timing's VAE")
+    parser.add_argument("--ais-start", choices=["prior", "guide"], default="prior", help="AIS chains start from")
     parser.add_argument("--threads", type=int, help="torch threads [PyTorch's default: one per core]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", help="also write the results as JSON here")

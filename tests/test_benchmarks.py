@@ -71,6 +71,26 @@ def test_marginal_benchmark_runs(shared_data, tmp_path):
     assert all(row["wall_s"] > 0 for row in rows)
 
 
+def test_marginal_benchmark_ais_runs(shared_data, tmp_path):
+    """--ais-data: AIS on the paper's VAE (tiny: 2 datapoints, 2 chains, 3 temperatures) and its FLOP-rate ratio."""
+    bench = _script("bench_marginal")
+    out = tmp_path / "ais.json"
+    threads = torch.get_num_threads()
+    try:
+        bench.main(bench.parse_args([
+            "--num-reference", "0", "--num-data", "0", "--repeats", "1", "--ais-data", "2", "--ais-chains", "2",
+            "--ais-temps", "3", "--num-steps-ais", "2", "--ais-latent", "2", "--ais-hidden", "8", "--ais-start", "guide",
+            "--data", "mnist", "--data-dir", str(shared_data), "--threads", "1", "--out", str(out),
+        ]))
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(out.read_text())["ais"]
+    assert report["datapoints"] == 2 and report["rows"] == 4
+    # 2 datapoints x 2 chains x 2 transitions x 2 leapfrog steps, each a forward and backward pass of 2-8-784
+    assert report["useful_flops"] == 2 * 2 * 2 * 2 * 4 * (2 * 8 + 8 * 784)
+    assert report["wall_s"] > 0 and report["ratio"] > 0
+
+
 def test_bench_all_parts():
     """The one command's parts: both thread settings, the million samples, the marginal likelihood; more M on a GPU."""
     bench = _script("bench_all")
