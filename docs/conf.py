@@ -18,16 +18,25 @@ copyright = "2026, pyro-aevb developers"
 release = version = pyro_aevb.__version__
 
 extensions = [
-    "myst_parser",
+    "myst_nb",  # MyST Markdown (it includes myst-parser) and executed Jupyter notebooks
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinxarg.ext",
 ]
-source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
 exclude_patterns = ["_build"]
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
+
+# The notebooks of docs/tutorials are executed by the build, through jupyter-cache: once, then their
+# outputs are reused (docs/_build/.jupyter_cache) until their code changes. A cell that raises fails the
+# build, and so does anything a cell writes to stderr (a warning), since warnings are errors.
+nb_execution_mode = "cache"
+nb_execution_raise_on_error = True
+nb_execution_timeout = 600  # seconds per cell
+nb_output_stderr = "warn"
+nb_merge_streams = True
 
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
