@@ -103,18 +103,22 @@ def _default_data_dir():
 
 # -- the plain PyTorch loop ------------------------------------------------------------------------
 def plain_loss(vae, x, num_data, estimator):
-    """The negative bound of Eq. (10) (``"B"``) or Eq. (6) (``"A"``) written out in tensor operations."""
-    z_loc, z_scale = vae.encoder(x)
-    z = z_loc + z_scale * torch.randn_like(z_loc)
+    """
+    The negative bound of Eq. (10) (``"B"``) or Eq. (6) (``"A"``) written out in tensor operations, from
+    the nets' :math:`(\mu, \log\sigma^2)` heads as the library reads them.
+    """
+    z_loc, z_log_var = vae.encoder.loc_and_log_var(x)
+    eps = torch.randn_like(z_loc)
+    z = z_loc + eps * torch.exp(0.5 * z_log_var)
     if vae.likelihood == "bernoulli":
         log_px = -F.binary_cross_entropy_with_logits(vae.decoder(z), x, reduction="none").sum(-1)
     else:
-        x_loc, x_scale = vae.decoder(z)
-        log_px = (-0.5 * ((x - x_loc) / x_scale) ** 2 - x_scale.log() - _HALF_LOG_2PI).sum(-1)
+        x_loc, x_log_var = vae.decoder.loc_and_log_var(z)
+        log_px = -0.5 * (((x - x_loc) * torch.exp(-0.5 * x_log_var)).square() + x_log_var).sum(-1) - _HALF_LOG_2PI * x.shape[-1]
     if estimator == "B":  # -KL(q(z|x) || N(0, I)) in closed form
-        neg_kl = 0.5 * (1 + 2 * z_scale.log() - z_loc**2 - z_scale**2).sum(-1)
+        neg_kl = 0.5 * (1 + z_log_var - z_loc**2 - torch.exp(z_log_var)).sum(-1)
     else:  # log p(z) - log q(z|x) at the drawn z (the constants cancel)
-        neg_kl = (-0.5 * z**2 + 0.5 * ((z - z_loc) / z_scale) ** 2 + z_scale.log()).sum(-1)
+        neg_kl = (0.5 * (eps**2 - z**2 + z_log_var)).sum(-1)
     return -(num_data / x.shape[0]) * (log_px + neg_kl).sum()
 
 
