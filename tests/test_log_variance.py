@@ -89,6 +89,11 @@ def test_log_scale_normal_is_normal_where_normal_is_finite():
     prior = dist.Normal(torch.zeros(3), torch.ones(3))
     torch.testing.assert_close(kl_divergence(ours, prior), kl_divergence(theirs, prior))
     torch.testing.assert_close(kl_divergence(ours, LogScaleNormal(torch.zeros(3), torch.zeros(3))), kl_divergence(theirs, prior))
+    # ... and from any other Gaussian (neither the mean 0 nor the scale 1 of the prior), both registrations.
+    other_loc, other_log_scale = torch.tensor([-0.4, 0.5, 1.0]), torch.tensor([0.7, -0.3, -2.0])
+    other = dist.Normal(other_loc, other_log_scale.exp())
+    torch.testing.assert_close(kl_divergence(ours, other), kl_divergence(theirs, other))
+    torch.testing.assert_close(kl_divergence(ours, LogScaleNormal(other_loc, other_log_scale)), kl_divergence(theirs, other))
     torch.testing.assert_close(ours.entropy(), theirs.entropy())
     torch.manual_seed(5)
     a = ours.rsample((4,))
