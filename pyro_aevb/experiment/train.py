@@ -36,7 +36,17 @@ from pyro_aevb.infer import progress
 from pyro_aevb.infer.elbo import lower_bound
 from pyro_aevb.experiment.rundir import RunDir, metrics_as_floats, read_metrics
 
-__all__ = ["METHODS", "METRICS_COLUMNS", "TrainConfig", "build_model", "eval_schedule", "load_run", "train"]
+__all__ = [
+    "EVAL_RATIO",
+    "EVAL_RATIO_LOG_MARGINAL",
+    "METHODS",
+    "METRICS_COLUMNS",
+    "TrainConfig",
+    "build_model",
+    "eval_schedule",
+    "load_run",
+    "train",
+]
 
 #: Hidden units per data set, as in Appendix C of the paper.
 DEFAULT_HIDDEN = {"mnist": 500, "frey": 200, "mnist5k": 500}
