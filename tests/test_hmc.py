@@ -66,15 +66,38 @@ def test_hmc_step_uses_cached_energy():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [dict(num_steps=0), dict(step_size=torch.ones(2)), dict(num_steps=1.5)],
+    "kwargs, message",
+    [
+        (dict(num_steps=0), r"^num_steps must be a positive integer, got 0$"),
+        (dict(step_size=torch.ones(2)), r"^step_size must be a float or of shape \[3\], got \(2,\)$"),
+        (dict(num_steps=1.5), r"^num_steps must be a positive integer, got 1.5$"),
+    ],
     ids=["zero-steps", "step-size-shape", "fractional-steps"],
 )
-def test_hmc_step_validates_arguments(kwargs):
+def test_hmc_step_validates_arguments(kwargs, message):
     args = dict(potential_fn=lambda z: z.pow(2).sum(-1), z=torch.zeros(3, 2), step_size=0.1, num_steps=2)
     args.update(kwargs)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         hmc_step(**args)
+
+
+@pytest.mark.parametrize("num_steps", [1, 3])
+def test_hmc_step_evaluates_the_potential_once_per_leapfrog_step_with_a_cache(num_steps):
+    """One leapfrog step is a transition; U(z) and its gradient passed in are not evaluated again."""
+    calls = []
+
+    def potential_fn(z):
+        calls.append(z.shape)
+        return 0.5 * z.pow(2).sum(-1)
+
+    z = torch.randn(5, 2)
+    energy, grad = potential_fn(z), z.clone()
+    calls.clear()
+    result = hmc_step(potential_fn, z, 0.1, num_steps)
+    assert len(calls) == num_steps + 1 and result.z.shape == z.shape
+    calls.clear()
+    hmc_step(potential_fn, z, 0.1, num_steps, energy, grad)
+    assert len(calls) == num_steps, "a cached U(z) and gradient were computed again"
 
 
 def test_adapter_matches_pyro_dual_averaging():
