@@ -143,6 +143,22 @@ def test_is_diagnostics_are_exact_with_the_exact_posterior():
     assert (info["stderr"] < 5e-3).all(), info["stderr"]
 
 
+def test_is_takes_a_single_sample_and_names_its_bad_options():
+    """K = 1 is an estimate (exact with the exact posterior); K = 0 and chunk_size = 0 are refused by name."""
+    lg = LinearGaussian()
+    x = lg.marginal.sample((3,))
+    log_px = log_marginal_likelihood(lg.model, x, "is", lg.guide(), num_samples=1, chunk_size=1)
+    assert torch.allclose(log_px, lg.marginal.log_prob(x), atol=1e-4)
+    # A guide that is not the posterior: the standard error is sqrt(1 / ESS - 1 / K) of the reported ESS.
+    _, info = log_marginal_likelihood(lg.model, x, "is", lg.guide(0.5, 1.5), num_samples=50, return_diagnostics=True)
+    assert (info["ess"] < 50).all()
+    torch.testing.assert_close(info["stderr"], (1 / info["ess"] - 1 / 50).sqrt())
+    with pytest.raises(ValueError, match=r"^num_samples must be a whole number >= 1, got 0$"):
+        log_marginal_likelihood(lg.model, x, "is", lg.guide(), num_samples=0)
+    with pytest.raises(ValueError, match=r"^chunk_size must be a whole number >= 1, got 0$"):
+        log_marginal_likelihood(lg.model, x, "is", lg.guide(), chunk_size=0)
+
+
 def test_appendix_d_estimate_is_the_harmonic_mean_with_the_scaled_fit():
     """Steps 2 and 3 of Appendix D written out again in float64: q's moments (and jitter), then -log mean(q / p)."""
     from pyro_aevb.infer.marginal import _appendix_d_estimate
@@ -151,11 +167,13 @@ def test_appendix_d_estimate_is_the_harmonic_mean_with_the_scaled_fit():
     fit = torch.randn(400, 3, 2, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 0.5], dtype=torch.float64) + 1.0
     test = torch.randn(50, 3, 2, generator=gen, dtype=torch.float64)
     log_joint = -torch.rand(50, 3, generator=gen, dtype=torch.float64) * 10
-    for cov_scale in (0.8, 1.0):
+    # Two draws (the fewest q is fitted to: num_samples=2, one chain; one coordinate, for a full-rank fit)
+    # divide by n - 1 = 1 as well.
+    for fit, test, cov_scale in ((fit, test, 0.8), (fit, test, 1.0), (fit[:2, :, :1], test[..., :1], 0.8)):
         estimate, log_ratio = _appendix_d_estimate(fit, test, log_joint, cov_scale)
         mean = fit.mean(0)
-        cov = torch.stack([torch.cov(fit[:, b].T) for b in range(3)])
-        jitter = 1e-6 * cov.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] * torch.eye(2, dtype=cov.dtype)
+        cov = torch.stack([torch.cov(fit[:, b].T).reshape(fit.shape[-1], -1) for b in range(3)])
+        jitter = 1e-6 * cov.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] * torch.eye(fit.shape[-1], dtype=cov.dtype)
         q = dist.MultivariateNormal(mean, cov_scale * cov + jitter)
         expected_ratio = q.log_prob(test) - log_joint
         torch.testing.assert_close(log_ratio, expected_ratio, rtol=0, atol=1e-5)
