@@ -103,7 +103,7 @@ def _default_data_dir():
 
 # -- the plain PyTorch loop ------------------------------------------------------------------------
 def plain_loss(vae, x, num_data, estimator):
-    """
+    r"""
     The negative bound of Eq. (10) (``"B"``) or Eq. (6) (``"A"``) written out in tensor operations, from
     the nets' :math:`(\mu, \log\sigma^2)` heads as the library reads them.
     """
