@@ -24,14 +24,8 @@ from pyro_aevb.infer import ais
 from linear_gaussian import LinearGaussianVAE
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The tensors here are tiny (tens of rows): a second thread only adds synchronisation, which on a
-    # loaded 2-core machine made each leapfrog step 5-10 times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The tensors here are tiny (tens of rows): one thread (conftest's one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_log_prob(z, loc, scale):

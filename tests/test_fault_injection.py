@@ -103,13 +103,9 @@ def partial(stopped_run, tmp_path):
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """As the subprocesses run (OMP_NUM_THREADS=1), so that a run resumed in this process is bit-for-bit theirs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One thread, as the subprocesses run (OMP_NUM_THREADS=1), so that a run resumed in this process is
+# bit-for-bit theirs (conftest's one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def resume_here(out):

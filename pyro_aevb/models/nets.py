@@ -70,6 +70,17 @@ class _TanhMLP(nn.Module):
                 f"got shape {tuple(inputs.shape)}"
             )
 
+    def _heads(self, inputs):
+        r"""The two heads' outputs, the second :math:`\log\sigma^2`."""
+        self._check(inputs)
+        h = torch.tanh(self.hidden(inputs))
+        return self.loc(h), self.log_var(h)
+
+    def _loc_and_scale(self, inputs):
+        r"""``loc_and_log_var`` with :math:`\sigma = \exp(\frac12 \log\sigma^2)` in place of the log-variance."""
+        loc, log_var = self.loc_and_log_var(inputs)
+        return loc, torch.exp(0.5 * log_var)
+
 
 class GaussianMLPEncoder(_TanhMLP):
     r"""
@@ -87,14 +98,11 @@ class GaussianMLPEncoder(_TanhMLP):
 
     def forward(self, x):
         """:returns: ``(z_loc, z_scale)``, each of shape ``x.shape[:-1] + (z_dim,)``."""
-        z_loc, z_log_var = self.loc_and_log_var(x)
-        return z_loc, torch.exp(0.5 * z_log_var)
+        return self._loc_and_scale(x)
 
     def loc_and_log_var(self, x):
         r""":returns: ``(z_loc, z_log_var)``, :math:`(\mu, \log\sigma^2)` as the two heads give them."""
-        self._check(x)
-        h = torch.tanh(self.hidden(x))
-        return self.loc(h), self.log_var(h)
+        return self._heads(x)
 
 
 class BernoulliMLPDecoder(_TanhMLP):
@@ -124,14 +132,12 @@ class GaussianMLPDecoder(_TanhMLP):
 
     def forward(self, z):
         """:returns: ``(x_loc, x_scale)``, each of shape ``z.shape[:-1] + (x_dim,)``."""
-        x_loc, x_log_var = self.loc_and_log_var(z)
-        return x_loc, torch.exp(0.5 * x_log_var)
+        return self._loc_and_scale(z)
 
     def loc_and_log_var(self, z):
         r""":returns: ``(x_loc, x_log_var)``, the sigmoid mean and :math:`\log\sigma^2` as the head gives it."""
-        self._check(z)
-        h = torch.tanh(self.hidden(z))
-        return torch.sigmoid(self.loc(h)), self.log_var(h)
+        loc, log_var = self._heads(z)
+        return torch.sigmoid(loc), log_var
 
 
 def loc_and_log_var(net, inputs):
