@@ -123,3 +123,11 @@ def test_pieces_benchmark_runs(shared_data, tmp_path):
               if "subnormal weights at step 50" in line}
     assert int(counts["flush every 64 steps: subnormal weights at step 50"].replace(",", "")) > 1000
     assert counts["flush-to-zero mode on (the floor): subnormal weights at step 50"] == "0"
+
+
+def test_bdmc_benchmark_brackets(capsys):
+    bench = _script("bench_bdmc")
+    bench.main(bench.parse_args(["--temps", "5", "--num-data", "30", "--num-chains", "2"]))
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[0] == "5" and float(cells[3]) > 0, f"a gap > 0 expected at T = 5: {row}"
