@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from pyro_aevb.infer import hmc
-from pyro_aevb.infer.marginal import _latent_space, _log_joint, _reference_hmc_mcmc, _repeat_rows, _resampled_init, log_marginal_likelihood
+from pyro_aevb.infer.sites import repeat_rows
+from pyro_aevb.infer.marginal import _latent_space, _log_joint, _reference_hmc_mcmc, _resampled_init, log_marginal_likelihood
 
 from conftest import DEVICES
 
@@ -287,7 +288,7 @@ def test_vectorised_sampler_agrees_with_pyro_mcmc(options):
 
     # Posterior means of the 2 * num_samples draws of each chain, pooled over chains: standard
     # error sd / sqrt(ESS), ESS >= draws / 4; 5 SE for each sampler against quadrature.
-    x_chains = _repeat_rows(x, num_chains)
+    x_chains = repeat_rows(x, num_chains)
     space = _latent_space(tb.model, x)
     draws = 2 * num_samples
     vec = hmc.sample(
@@ -374,12 +375,12 @@ def test_resampled_init_draws_from_the_posterior(proposal):
     x = lg.decoder(torch.tensor([[0.5, -0.5]])).detach()
     guide = lg.guide(scale=2.0) if proposal == "guide" else None
     space = _latent_space(lg.model, x)
-    z = _resampled_init(space, guide, _repeat_rows(x, 200), 1000)
+    z = _resampled_init(space, guide, repeat_rows(x, 200), 1000)
     u = (z - lg.post_loc(x)) / lg.post_var.sqrt()
     assert (u.mean(0).abs() < 0.35).all(), f"standardised mean {u.mean(0)}"
     assert ((u.std(0) - 1).abs() < 0.3).all(), f"standardised sd {u.std(0)}"
     if proposal == "prior":  # a single proposal is a prior draw: 4.1 and 2.2 posterior sds wide
-        u = (_resampled_init(space, None, _repeat_rows(x, 200), 1) - lg.post_loc(x)) / lg.post_var.sqrt()
+        u = (_resampled_init(space, None, repeat_rows(x, 200), 1) - lg.post_loc(x)) / lg.post_var.sqrt()
         assert (u.std(0) > 1.6).all(), f"standardised sd {u.std(0)}"  # 5 SE (0.11) below 2.2
 
 

@@ -41,9 +41,10 @@ import pyro
 import torch
 import torch.nn.functional as F
 
+from pyro_aevb._checks import check_whole
 from pyro_aevb.infer import hmc
 from pyro_aevb.infer.progress import part, report
-from pyro_aevb.infer.sites import check_model, paper_vae
+from pyro_aevb.infer.sites import check_model, paper_vae, repeat_rows
 from pyro_aevb.models.nets import loc_and_log_var
 
 __all__ = [
@@ -90,8 +91,7 @@ def schedule(name, num_temps):
 
 
 def _check_num_temps(num_temps):
-    if int(num_temps) != num_temps or num_temps < 1:
-        raise ValueError(f"num_temps must be a positive integer, got {num_temps}")
+    return check_whole("num_temps", num_temps)
 
 
 class _Annealed:
@@ -154,9 +154,7 @@ def _rows(z):
 
 
 def _check_num_steps(num_steps):
-    if int(num_steps) != num_steps or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
-    return int(num_steps)
+    return check_whole("num_steps", num_steps)
 
 
 def run(densities, z_init, betas, step_sizes, num_steps=10, reverse=False):
@@ -331,7 +329,7 @@ class _ModelPath:
     def rows(self, num_chains):
         """``x`` repeated ``num_chains`` times along the rows: row ``k * B + b`` is datapoint ``b``."""
         if num_chains not in self._x_rows:
-            self._x_rows[num_chains] = self.x.repeat((num_chains,) + (1,) * (self.x.dim() - 1))
+            self._x_rows[num_chains] = repeat_rows(self.x, num_chains)
         return self._x_rows[num_chains]
 
     def sample_p0(self, num_chains):
@@ -388,8 +386,7 @@ def _chunks(batch_size, num_chains, chunk_size):
 
 def _check_options(num_chains, pilot_chains, pilot_temps):
     for name, value in (("num_chains", num_chains), ("pilot_chains", pilot_chains), ("pilot_temps", pilot_temps)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
+        check_whole(name, value)
 
 
 def _log_mean_exp(log_w):

@@ -29,7 +29,7 @@ from pyro.distributions import MultivariateNormal
 from pyro_aevb._checks import check_number, check_whole
 from pyro_aevb.infer import hmc
 from pyro_aevb.infer.progress import part, report
-from pyro_aevb.infer.sites import check_model
+from pyro_aevb.infer.sites import check_model, repeat_rows
 
 __all__ = ["log_marginal_likelihood"]
 
@@ -51,11 +51,6 @@ def _log_joint(space, x, u):
     return log_prior + log_lik
 
 
-def _repeat_rows(x, times):
-    """``x`` stacked ``times`` times along the rows: row ``k * B + b`` is datapoint ``b``."""
-    return x.repeat((times,) + (1,) * (x.dim() - 1))
-
-
 def _resampled_init(space, guide, x, num_proposals):
     r"""
     Initial states for the chains of ``"hmc"`` by sampling-importance-resampling: for each row of
@@ -72,7 +67,7 @@ def _resampled_init(space, guide, x, num_proposals):
     for start in range(0, num_proposals, chunk_size):
         report(start / num_proposals)
         size = min(chunk_size, num_proposals - start)
-        x_rep = _repeat_rows(x, size)
+        x_rep = repeat_rows(x, size)
         if guide is None:  # the model's own trace: the weight is the log-density of its observed sites
             z, trace = space.sample_prior(x_rep)
             log_w = space.site_log_probs(trace, x_rep.shape[0])[1]
@@ -176,7 +171,7 @@ def _hmc_log_marginal(
         init_proposals = 1 if guide is not None else 1000
     init_proposals = check_whole("init_proposals", init_proposals, 1)
     space = _latent_space(model, x, guide)
-    x_chains = _repeat_rows(x, num_chains)
+    x_chains = repeat_rows(x, num_chains)
     with torch.no_grad(), part(0.0, 0.2):
         if init_proposals == 1:  # the draw itself: no weights to compute, no Gumbel noise drawn
             z_init = space.sample_prior(x_chains)[0] if guide is None else space.sample_guide(guide, x_chains)[0]
@@ -226,7 +221,7 @@ def _is_log_marginal(model, x, guide, *, num_samples=5000, chunk_size=None, diag
         for start in range(0, num_samples, chunk_size):
             report(start / num_samples)
             size = min(chunk_size, num_samples - start)
-            x_rep = _repeat_rows(x, size)
+            x_rep = repeat_rows(x, size)
             # The guide's draws and both densities in the constrained space, where the guide drew them.
             values, log_q = space.sample_guide(guide, x_rep, unconstrained=False)
             log_w = sum(space.log_densities(x_rep, values)) - log_q
@@ -387,7 +382,7 @@ def _reference_hmc_mcmc(
     for b in range(x.shape[0]):
         x_b = x[b : b + 1]
         with torch.no_grad():
-            x_init = _repeat_rows(x_b, num_chains)
+            x_init = repeat_rows(x_b, num_chains)
             z_init = space.sample_prior(x_init)[0] if guide is None else space.sample_guide(guide, x_init)[0]
         chains = []
         for c in range(num_chains):

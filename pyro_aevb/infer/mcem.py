@@ -37,7 +37,7 @@ import torch
 
 from pyro_aevb.infer.aevb import _check_optim
 from pyro_aevb.infer.hmc import StepSizeAdapter, hmc_step
-from pyro_aevb.infer.sites import check_model, model_and_guide, trace_model
+from pyro_aevb.infer.sites import check_model, model_and_guide, repeat_rows, trace_model
 from pyro_aevb.infer.wake_sleep import ValidatedOnce, _descend
 from pyro_aevb.optim import FusedAdagrad
 
@@ -56,7 +56,7 @@ def complete_log_likelihood(space, x, u):
     :rtype: tuple
     """
     num_particles, batch_size = u.shape[:2]
-    x_rep = x.repeat((num_particles,) + (1,) * (x.dim() - 1))
+    x_rep = repeat_rows(x, num_particles)
     values, _ = space.unpack(u.reshape(num_particles * batch_size, -1))
     trace = trace_model(space.model, x_rep, data=values)
     log_prior, log_lik = space.site_log_probs(trace, x_rep.shape[0])
@@ -247,6 +247,6 @@ class ImportanceMCEM(_MonteCarloEM):
         self._check(x)
         k, m = self.num_proposals, x.shape[0]
         with torch.no_grad():
-            u, trace = self.space.sample_prior(x.repeat((k,) + (1,) * (x.dim() - 1)))
+            u, trace = self.space.sample_prior(repeat_rows(x, k))
             log_likelihood = self.space.site_log_probs(trace, k * m)[1]
         return u.reshape(k, m, -1), log_likelihood.reshape(k, m).softmax(0)

@@ -48,6 +48,7 @@ __all__ = [
     "model_and_guide",
     "paper_vae",
     "per_datapoint",
+    "repeat_rows",
     "takes_num_data",
     "trace_model",
 ]
@@ -90,6 +91,11 @@ def per_datapoint(fn):
     wrapped._per_datapoint = True
     wrapped.__wrapped_fn__ = fn
     return wrapped
+
+
+def repeat_rows(x, times):
+    """``x`` stacked ``times`` times along the rows: row ``k * B + b`` is datapoint ``b`` (a chain, a particle)."""
+    return x.repeat((times,) + (1,) * (x.dim() - 1))
 
 
 def trace_model(fn, x, data=None, uncondition=False):
@@ -230,7 +236,9 @@ class LatentSpace:
     """
 
     def __init__(self, model, names, plate, sites):
-        self.model = model
+        # Wrapped once: the estimators trace the model at every leapfrog step.
+        self.model = per_datapoint(model)
+        self._guides = {}
         self.names = list(names)
         self.plate = plate
         self._sites = sites  # name -> dict(transform, plate_dim, event_dim, shape, size)
@@ -317,6 +325,15 @@ class LatentSpace:
             shape=per_row,
             size=per_row.numel(),
         )
+
+    def _guide(self, guide):
+        """``guide`` as :func:`per_datapoint` wraps it, wrapped once."""
+        try:
+            if guide not in self._guides:
+                self._guides[guide] = per_datapoint(guide)
+            return self._guides[guide]
+        except TypeError:  # an unhashable callable
+            return per_datapoint(guide)
 
     def check_guide(self, guide, x):
         """The guide's latent sites must be the model's. :returns: the guide's trace."""
@@ -424,7 +441,7 @@ class LatentSpace:
         unconstrained space (with the log-Jacobian); else the sites' values (a dict) and the density
         in the constrained space, where the guide drew them.
         """
-        trace = trace_model(guide, x)
+        trace = trace_model(self._guide(guide), x)
         trace.compute_log_prob()
         plate_dim = next(iter(self._sites.values()))["plate_dim"]
         values = {name: trace.nodes[name]["value"] for name in self.names}
@@ -439,7 +456,7 @@ class LatentSpace:
     def log_guide(self, guide, x, u):
         r""":math:`\log q(u|x)` per datapoint ``[B]`` in the unconstrained space (with the log-Jacobian)."""
         values, log_jacobian = self.unpack(u)
-        trace = trace_model(guide, x, data=values)
+        trace = trace_model(self._guide(guide), x, data=values)
         trace.compute_log_prob()
         plate_dim = next(iter(self._sites.values()))["plate_dim"]
         log_q = log_jacobian
