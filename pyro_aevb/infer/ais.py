@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from pyro_aevb._checks import check_whole
 from pyro_aevb.infer import hmc
 from pyro_aevb.infer.progress import part, report
-from pyro_aevb.infer.sites import check_model, paper_vae, repeat_rows
+from pyro_aevb.infer.sites import check_model, paper_vae, repeat_rows, trace_model
 from pyro_aevb.models.nets import loc_and_log_var
 
 __all__ = [
@@ -481,23 +481,13 @@ def simulate(model, num_points, like_x):
         sites (:class:`~pyro_aevb.infer.sites.LatentSpace`, whatever their names) to its value, one
         row per datapoint, as :func:`bdmc` takes them.
     """
-    from pyro.poutine.util import prune_subsample_sites
-
-    if int(num_points) != num_points or num_points < 1:
-        raise ValueError(f"num_points must be a positive integer, got {num_points}")
-    template = like_x[:1].expand((int(num_points),) + like_x.shape[1:]).clone()
+    template = like_x[:1].expand((check_whole("num_points", num_points),) + like_x.shape[1:]).clone()
     space = check_model(model, template)
-    with torch.no_grad(), pyro.poutine.block():
-        conditioned = prune_subsample_sites(pyro.poutine.trace(model).get_trace(template))
-        observed = [n for n, s in conditioned.nodes.items() if s["type"] == "sample" and s["is_observed"]
-                    and s["value"] is template]
-        if len(observed) != 1:
-            raise ValueError(
-                f"simulate needs one observed site whose value is x itself; found {observed or 'none'} "
-                f"among the observed sites {space.observed}"
-            )
-        trace = prune_subsample_sites(pyro.poutine.trace(pyro.poutine.uncondition(model)).get_trace(template))
-    x = trace.nodes[observed[0]]["value"].to(like_x.dtype)
+    observed = space.observed_site("simulate")
+    with torch.no_grad():
+        trace = trace_model(model, template, uncondition=True)
+    # The observed site holds x in any shape of x's size per row (Pyro's tutorial: x.reshape(-1, 784)).
+    x = trace.nodes[observed]["value"].reshape(template.shape).to(like_x.dtype)
     return x, {name: trace.nodes[name]["value"] for name in space.names}
 
 

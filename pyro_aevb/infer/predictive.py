@@ -12,18 +12,13 @@ user's choice, are honoured.
 
 import torch
 
-from pyro_aevb.errors import UnsupportedModelError
 from pyro_aevb.infer.sites import LatentSpace, trace_model
 
 __all__ = ["decode", "reconstruct", "sample_means"]
 
 
 def _observed_mean(space, trace, x_like):
-    if len(space.observed) != 1:
-        raise UnsupportedModelError(
-            f"reconstructions and samples need a model with one observed site; it has {space.observed}"
-        )
-    fn = trace.nodes[space.observed[0]]["fn"]
+    fn = trace.nodes[space.observed_site("reconstructions and samples")]["fn"]
     try:
         mean = fn.mean
     except NotImplementedError:  # a distribution without a closed-form mean: a draw instead

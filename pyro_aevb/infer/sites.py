@@ -326,6 +326,21 @@ class LatentSpace:
             size=per_row.numel(),
         )
 
+    def observed_site(self, purpose):
+        """
+        The model's one observed site, whose value stands for ``x`` (wake-sleep's fantasies,
+        reconstructions, samples, simulated data).
+
+        :param str purpose: what needs it, for the error.
+        :raises UnsupportedModelError: for a model with several observed sites, or none.
+        """
+        if len(self.observed) != 1:
+            raise UnsupportedModelError(
+                f"{purpose} needs a model with one observed site, holding x; {_name(self.model)} has "
+                f"{len(self.observed)}: {self.observed}"
+            )
+        return self.observed[0]
+
     def _guide(self, guide):
         """``guide`` as :func:`per_datapoint` wraps it, wrapped once."""
         try:

@@ -38,14 +38,13 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from pyro_aevb.errors import UnsupportedModelError
 from pyro_aevb.infer.aevb import _check_optim, _direct_params
 from pyro_aevb.infer.sgvb import log_likelihood
 from pyro_aevb.models.nets import loc_and_log_var
 from pyro_aevb.infer.sites import check_model, model_and_guide, paper_vae, per_datapoint
 from pyro_aevb.optim import FusedAdagrad
 
-__all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "fantasy_site", "sleep_loss", "wake_loss"]
+__all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "sleep_loss", "wake_loss"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -102,7 +101,7 @@ def sleep_loss(model, guide, x, num_data=None, space=None):
     :rtype: tuple
     """
     space = space or check_model(model, x, guide)
-    observed = fantasy_site(space, x)
+    observed = space.observed_site(_SLEEP)
     model, guide = per_datapoint(model), per_datapoint(guide)
     # uncondition samples the observed site with its distribution's sample(): binary for a Bernoulli,
     # whatever grey levels x holds. no_grad: Normal fantasies would otherwise be reparameterised in theta.
@@ -115,19 +114,8 @@ def sleep_loss(model, guide, x, num_data=None, space=None):
     return -guide_trace.log_prob_sum(), guide_trace
 
 
-def fantasy_site(space, x):
-    """
-    The model's one observed site, whose fantasy the sleep phase feeds the guide as its ``x``.
-
-    :raises UnsupportedModelError: for a model with several observed sites, or one whose values do not
-        have ``x``'s size per datapoint.
-    """
-    if len(space.observed) != 1:
-        raise UnsupportedModelError(
-            f"wake-sleep's sleep phase feeds the guide the fantasy of the model's observed site, and the model "
-            f"has {len(space.observed)}: {space.observed}. Train it with AEVB or Monte Carlo EM"
-        )
-    return space.observed[0]
+#: What the sleep phase needs the model's one observed site for (its errors say so).
+_SLEEP = "wake-sleep's sleep phase, which feeds the guide the model's fantasy of x (train it with AEVB or MCEM),"
 
 
 def _scale(x, num_data):
@@ -256,7 +244,7 @@ class WakeSleep:
         if self._first_step:
             self._first_step = False
             self._space = check_model(self.model, x, self.guide)
-            fantasy_site(self._space, x)
+            self._space.observed_site(_SLEEP)
             vae = paper_vae(self.model, self.guide) if self.fast_path else None
             if vae is not None and _direct_params(vae, x, num_data) is not None:
                 self._phase_params = (list(vae.decoder.parameters()), list(vae.encoder.parameters()))
