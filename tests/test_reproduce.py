@@ -161,3 +161,38 @@ def test_lower_bound_axis_fits_the_points_from_y_from(tmp_path):
     plot_lower_bound({"AEVB": rows}, None, ax=ax)
     assert ax.get_ylim()[0] < -500
     plt.close("all")
+
+
+def test_loglik(shared_data, tmp_path):
+    """
+    The table of log p(x) estimators: every run of Figure 3 and the three others, each with Appendix D,
+    AIS and BDMC, and importance sampling where the run has an encoder; every cell is the estimate that
+    evaluate_run writes for that run and estimator; a second call computes nothing again.
+    """
+    import json
+
+    from pyro_aevb.experiment.evaluate import evaluate_run
+
+    args = ("loglik", "--samples", 300, "--mcem-samples", 200, "--num-train", 100, "--log-marginal-points", 4,
+            "--test-points", 3, "--is-samples", 10, "--num-chains", 2, "--num-temps", 3, "--bdmc", 3)
+    reproduce(*args, data=shared_data, out=tmp_path)
+    dest = tmp_path / "loglik"
+    rows = table(dest / "results.csv")
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(rows) == len(runs) == 6, runs  # AEVB, wake-sleep, MCEM on 100 digits; MNIST z20, Frey z10, mixture
+    assert any("MixturePriorVAE" in name for name in runs) and any(name.startswith("frey-aevb-z10") for name in runs)
+    for row in rows:
+        for column in ("appendix_d", "ais", "bdmc_lower", "bdmc_upper", "bdmc_gap", "ais_seconds", "bdmc_seconds"):
+            assert row[column] != "", (row["model"], column)
+        assert (row["is"] == "") == (", mcem," in row["model"]), row
+        assert abs(float(row["bdmc_gap"]) - (float(row["bdmc_upper"]) - float(row["bdmc_lower"]))) < 0.02, row
+    # A cell is the estimate of evaluate_run with the table's settings (the Frey Face run's AIS, say).
+    frey = next(name for name in runs if name.startswith("frey"))
+    saved = json.loads((dest / frey / "ais.json").read_text())
+    again = evaluate_run(tmp_path / "runs" / frey, "ais", num_points=3, data_dir=shared_data, num_chains=2,
+                         num_temps=3, num_steps=10)
+    assert again["log_marginal_likelihood"] == pytest.approx(saved["log_marginal_likelihood"], abs=1e-4)
+    frey_row = next(r for r in rows if r["model"].startswith("frey"))
+    assert float(frey_row["ais"]) == pytest.approx(saved["log_marginal_likelihood"], abs=0.01)
+    second = reproduce(*args, data=shared_data, out=tmp_path)
+    assert "0 estimates to compute" in second.stdout, second.stdout[-2000:]

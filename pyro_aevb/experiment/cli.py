@@ -180,25 +180,33 @@ def _evaluate(args):
 def _add_reproduce(sub):
     p = sub.add_parser(
         "reproduce",
-        help="reproduce one of the paper's figures (figure2, figure3, manifold)",
+        help="reproduce one of the paper's figures (figure2, figure3, manifold) or the table of log p(x) estimators (loglik)",
         description="Train every run one of the paper's experiments needs (resuming unfinished runs, skipping "
         "finished ones), then write its results table (CSV, Markdown) and figures (PNG, PDF) into OUT/<experiment>/. "
         "figure2: AEVB vs wake-sleep per latent size (MNIST Nz 3, 5, 10, 20, 200; Frey Face 2, 5, 10, 20). "
         "figure3: MNIST, Nz = 3, 100 hidden units, AEVB vs wake-sleep vs MCEM by estimated log p(x), for each "
         "--num-train. manifold: Nz = 2 manifolds of Frey Face and MNIST (Figure 4) and MNIST samples for Nz 2, 5, "
-        "10, 20 (Figure 5).",
+        "10, 20 (Figure 5). loglik: Figure 3's runs, MNIST Nz = 20, Frey Face Nz = 10 and MNIST Nz = 20 with a "
+        "mixture prior, each evaluated on the same test points by Appendix D, importance sampling, AIS and the BDMC "
+        "gap of AIS, with the seconds each took.",
     )
     a = p.add_argument
-    a("experiment", choices=["figure2", "figure3", "manifold"])
+    a("experiment", choices=["figure2", "figure3", "manifold", "loglik"])
     a("--dataset", choices=["mnist", "frey"], default="mnist", help="figure2 only [mnist]")
     a("--samples", type=_count, default=1_000_000,
       help="budget per run in training samples; the paper ran to about 1e8 [1e6: 2-5 minutes a run on one core of this project's machine, so a figure2 of 8-10 runs takes 10-25 minutes with --jobs 2; 1e7 takes ten times that]")
-    a("--num-train", type=_count, nargs="+", default=[1000, 50000], help="figure3: training-set sizes [1000 50000]")
+    a("--num-train", type=_count, nargs="+", default=[1000, 50000], help="figure3, loglik: training-set sizes [1000 50000]")
     a("--mcem-samples", type=_count,
-      help="figure3: budget of the MCEM runs, whose HMC E-step costs tens of times more per sample [--samples]")
+      help="figure3, loglik: budget of the MCEM runs, whose HMC E-step costs tens of times more per sample [--samples]")
     a("--log-marginal-points", type=_count, default=100,
       help="figure3: datapoints per split for the HMC marginal likelihood at each evaluation [100; the paper 1000]")
     a("--eval-points", type=_count, default=20, help="log-spaced evaluations per run [20]")
+    a("--test-points", type=_count, default=100, help="loglik: first test points each estimator evaluates [100]")
+    a("--is-samples", type=_count, default=5000, help="loglik: importance samples K of 'is' [5000]")
+    a("--num-chains", type=_count, default=16, help="loglik: AIS chains K per point [16]")
+    a("--num-temps", type=_count, default=500, help="loglik: AIS temperatures T [500]")
+    a("--num-steps", type=_count, default=10, help="loglik: leapfrog steps per AIS transition [10]")
+    a("--bdmc", type=_count, default=100, help="loglik: points simulated from each model for the BDMC gap [100]")
     a("--lr", type=float, default=0.02, help="Adagrad step size [0.02]")
     a("--jobs", type=_count, default=2,
       help="runs trained at once, each in its own process, on $OMP_NUM_THREADS threads if set, else "
@@ -213,8 +221,15 @@ def _reproduce(args):
 
     reproduce(args.experiment, out=args.out, dataset=args.dataset, samples=args.samples, jobs=args.jobs,
               data_dir=args.data_dir, num_train=tuple(args.num_train), log_marginal_points=args.log_marginal_points,
-              eval_points=args.eval_points, lr=args.lr, mcem_samples=args.mcem_samples)
+              eval_points=args.eval_points, lr=args.lr, mcem_samples=args.mcem_samples, loglik=_loglik_settings(args))
     return 0
+
+
+def _loglik_settings(args):
+    from pyro_aevb.experiment.loglik import LoglikSettings
+
+    return LoglikSettings(num_points=args.test_points, is_samples=args.is_samples, num_chains=args.num_chains,
+                          num_temps=args.num_temps, num_steps=args.num_steps, bdmc=args.bdmc)
 
 
 def _add_convert(sub):

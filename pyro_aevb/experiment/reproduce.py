@@ -41,6 +41,9 @@ def run_name(config):
         parts.append(f"h{config.hidden}")
     if config.num_train is not None:
         parts.append(f"n{config.num_train}")
+    if config.model_class != TrainConfig.model_class:
+        parts.append(config.model_class.rsplit(":", 1)[1])
+        parts += [f"{key}{value}" for key, value in sorted(config.model_options.items())]
     parts.append(f"s{config.samples:.0e}".replace("+", ""))
     if config.log_marginal:
         parts.append(f"lm{config.log_marginal}{config.log_marginal_points}")
@@ -211,7 +214,7 @@ def manifold(base):
     return configs
 
 
-EXPERIMENTS = ("figure2", "figure3", "manifold")
+EXPERIMENTS = ("figure2", "figure3", "manifold", "loglik")
 
 
 def _table(configs, folders, path, columns):
@@ -226,6 +229,12 @@ def _table(configs, folders, path, columns):
             row[col] = "" if value is None else round(value, 2)
         row["train_seconds"] = round(last.get("seconds") or 0.0, 1)
         rows.append(row)
+    return write_table(rows, path)
+
+
+def write_table(rows, path):
+    """Write ``rows`` (dicts with the same keys) as ``path``.csv and as a Markdown table ``path``.md."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -323,17 +332,21 @@ def _draw_manifold(configs, folders, dest):
 
 def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, data_dir=None,
               num_train=(1000, 50000), log_marginal_points=100, eval_points=20, lr=0.02, mcem_samples=None,
-              log=print):
-    """
+              loglik=None, log=print):
+    r"""
     Run one of the paper's experiments and write its table and figures.
 
-    :param str experiment: ``"figure2"``, ``"figure3"`` or ``"manifold"``.
+    :param str experiment: ``"figure2"``, ``"figure3"``, ``"manifold"`` or ``"loglik"`` (the runs of
+        Figure 3, MNIST :math:`N_z = 20`, Frey Face :math:`N_z = 10` and a mixture prior, each
+        evaluated by every estimator of :math:`\log p_\theta(x)`: :mod:`pyro_aevb.experiment.loglik`).
     :param out: the results folder.
     :param str dataset: ``"mnist"`` or ``"frey"`` (``figure2`` only).
     :param int samples: the budget per run, in training samples (default: 1e6 for figure2 and manifold,
         1e6 for figure3; the paper ran to about 1e8).
     :param int jobs: runs trained at once, in separate processes.
-    :param int mcem_samples: ``figure3`` only: the budget of the MCEM runs (default: ``samples``).
+    :param int mcem_samples: ``figure3`` and ``loglik``: the budget of the MCEM runs (default: ``samples``).
+    :param loglik: ``loglik`` only: the estimators' settings, a
+        :class:`~pyro_aevb.experiment.loglik.LoglikSettings` (default: its defaults).
     :returns: the rows of the results table.
     """
     # The evaluation settings are the figures' own, not the training defaults (which evaluate less).
@@ -348,6 +361,11 @@ def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, 
     elif experiment == "manifold":
         configs = manifold(base)
         columns = ("train_lower_bound", "test_lower_bound")
+    elif experiment == "loglik":
+        from pyro_aevb.experiment.loglik import loglik_configs
+
+        configs = loglik_configs(base, num_train, mcem_samples)
+        columns = ()
     else:
         raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
     for c in configs:
@@ -361,15 +379,23 @@ def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, 
     name = f"figure2-{dataset}" if experiment == "figure2" else experiment
     dest = Path(out) / name
     try:
-        rows = _table(configs, folders, dest / "results", columns)
+        if experiment == "loglik":
+            from pyro_aevb.experiment.loglik import LoglikSettings, evaluate_runs, loglik_table
+
+            settings = loglik or LoglikSettings()
+            results = evaluate_runs(configs, folders, dest, settings, jobs=jobs, log=log)
+            rows = loglik_table(configs, results, dest / "results")
+        else:
+            rows = _table(configs, folders, dest / "results", columns)
         if experiment == "figure2":
             _draw_figure2(configs, folders, dest, dataset)
         elif experiment == "figure3":
             _draw_figure3(configs, folders, dest)
-        else:
+        elif experiment == "manifold":
             _draw_manifold(configs, folders, dest)
         (dest / "settings.json").write_text(json.dumps(
-            {"experiment": experiment, "runs": {run_name(c): dataclasses.asdict(c) for c in everything}}, indent=2) + "\n")
+            {"experiment": experiment, "runs": {run_name(c): dataclasses.asdict(c) for c in everything},
+             **({"estimators": dataclasses.asdict(settings)} if experiment == "loglik" else {})}, indent=2) + "\n")
     except OSError as e:
         from pyro_aevb.experiment.rundir import describe_os_error
 

@@ -1,0 +1,172 @@
+"""
+Which estimate of :math:`\\log p_\\theta(x)` to trust, on the trained models of the results page: each
+run is evaluated on the same test points by the paper's Appendix D estimator (``hmc``), by importance
+sampling with its encoder (``is``), by annealed importance sampling (``ais``), and AIS's own error is
+bracketed by bidirectional Monte Carlo on points simulated from the run's model (``bdmc``), with the
+seconds each took. ``pyro-aevb reproduce loglik`` trains the runs (or reuses finished ones) and writes
+the table.
+
+Every estimate is a JSON file of :func:`~pyro_aevb.experiment.evaluate.evaluate_run` under
+``OUT/loglik/<run>/``; one that is there already is not computed again, so an interrupted table
+resumes where it stopped.
+"""
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+from pyro_aevb.errors import UserError
+
+__all__ = ["LoglikSettings", "loglik_configs", "evaluate_runs", "loglik_table"]
+
+MIXTURE_PRIOR = "pyro_aevb.models.variants:MixturePriorVAE"
+
+
+@dataclasses.dataclass
+class LoglikSettings:
+    """
+    The estimators' settings of the table.
+
+    :param int num_points: the first test points of each data set, the same for every estimator.
+    :param int is_samples: importance samples :math:`K` per point of ``is``.
+    :param int num_chains: AIS chains :math:`K` per point (forward and reverse alike).
+    :param int num_temps: AIS temperatures :math:`T`.
+    :param int num_steps: leapfrog steps per AIS transition.
+    :param int bdmc: points simulated from each model for the BDMC gap.
+    :param int seed: seeds every estimate.
+    """
+
+    num_points: int = 100
+    is_samples: int = 5000
+    num_chains: int = 16
+    num_temps: int = 500
+    num_steps: int = 10
+    bdmc: int = 100
+    seed: int = 0
+
+    def jobs(self, has_encoder):
+        """``(name, evaluate_run keyword arguments)`` of each estimate; ``is`` only for a run with an encoder."""
+        common = {"split": "test", "num_points": self.num_points, "seed": self.seed}
+        ais = {"num_chains": self.num_chains, "num_temps": self.num_temps, "num_steps": self.num_steps}
+        jobs = [
+            ("ais", {**common, "estimator": "ais", "bdmc": self.bdmc, **ais}),
+            ("hmc", {**common, "estimator": "hmc"}),
+        ]
+        if has_encoder:
+            jobs.append(("is", {**common, "estimator": "is", "num_samples": self.is_samples}))
+        return jobs
+
+
+def loglik_configs(base, num_train=(1000, 50000), mcem_samples=None):
+    """
+    The runs of the table: Figure 3's (MNIST, :math:`N_z = 3`; AEVB, wake-sleep and MCEM on each
+    training-set size), then AEVB on MNIST with :math:`N_z = 20`, on Frey Face with :math:`N_z = 10`,
+    and on MNIST with :math:`N_z = 20` under a learnt mixture-of-Gaussians prior
+    (:class:`~pyro_aevb.models.variants.MixturePriorVAE`, 10 components).
+    """
+    from pyro_aevb.experiment.reproduce import figure3
+
+    aevb = dataclasses.replace(base, method="aevb")
+    return figure3(base, num_train, mcem_samples) + [
+        dataclasses.replace(aevb, dataset="mnist", latent_dim=20),
+        dataclasses.replace(aevb, dataset="frey", latent_dim=10),
+        dataclasses.replace(aevb, dataset="mnist", latent_dim=20, model_class=MIXTURE_PRIOR,
+                            model_options={"num_components": 10}),
+    ]
+
+
+def _has_encoder(config):
+    return not config.method.startswith("mcem")
+
+
+def _evaluate_one(run_dir, dest, options):
+    from pyro_aevb.experiment.evaluate import evaluate_run
+
+    evaluate_run(run_dir, out=dest, **options)
+    return dest
+
+
+def evaluate_runs(configs, folders, dest, settings, jobs=1, log=print):
+    """
+    Every estimate of every run in ``configs`` (``folders`` maps their run names to run folders) into
+    ``dest/<run>/<estimator>.json``, ``jobs`` at a time in worker processes; estimates already there
+    are kept. The dearest estimates (AIS with BDMC) are started first.
+
+    :returns: dict mapping each run name to ``{estimator: result}``.
+    """
+    from pyro_aevb.experiment.reproduce import _worker_init, run_name, worker_threads
+
+    todo = []
+    for config in configs:
+        name = run_name(config)
+        for estimator, options in settings.jobs(_has_encoder(config)):
+            path = Path(dest) / name / f"{estimator}.json"
+            if not path.exists():
+                todo.append((name, estimator, path, options))
+    todo.sort(key=lambda job: job[1] != "ais")
+    log(f"{len(todo)} estimates to compute with {jobs} worker(s)")
+    if todo:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                                    initargs=(worker_threads(jobs), os.getpid())) as pool:
+            futures = {}
+            for name, estimator, path, options in todo:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                futures[pool.submit(_evaluate_one, str(folders[name]), str(path), options)] = (name, estimator)
+            for future in concurrent.futures.as_completed(futures):
+                name, estimator = futures[future]
+                future.result()
+                log(f"estimated {estimator} for {name}")
+    results = {}
+    for config in configs:
+        name = run_name(config)
+        results[name] = {}
+        for estimator, _ in settings.jobs(_has_encoder(config)):
+            path = Path(dest) / name / f"{estimator}.json"
+            try:
+                results[name][estimator] = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise UserError(f"could not read the estimate {path}: {e}; delete it and run the same command again") from None
+    return results
+
+
+def _label(config):
+    prior = "mixture prior" if config.model_class == MIXTURE_PRIOR else "N(0, I) prior"
+    train = f", N_train = {config.num_train}" if config.num_train else ""
+    return f"{config.dataset}, {config.method}, Nz = {config.latent_dim}, {prior}{train}"
+
+
+def loglik_table(configs, results, path):
+    """Write the table as ``path``.csv and ``path``.md; returns its rows."""
+    from pyro_aevb.experiment.reproduce import run_name, write_table
+
+    rows = []
+    for config in configs:
+        found = results[run_name(config)]
+        ais, hmc, by_is = found["ais"], found["hmc"], found.get("is")
+        rows.append({
+            "model": _label(config),
+            "samples": config.samples,
+            "test_points": ais["num_points"],
+            "lower_bound": _round(ais.get("lower_bound")),
+            "appendix_d": _round(hmc["log_marginal_likelihood"]),
+            "appendix_d_seconds": _round(hmc["seconds"], 1),
+            "appendix_d_not_mixed": hmc["diagnostics"].get("num_not_mixed", ""),
+            "is": _round(by_is["log_marginal_likelihood"]) if by_is else "",
+            "is_seconds": _round(by_is["seconds"], 1) if by_is else "",
+            "ais": _round(ais["log_marginal_likelihood"]),
+            "ais_stderr": _round(ais["stderr"]),
+            "ais_seconds": _round(ais["seconds"], 1),
+            "bdmc_lower": _round(ais["bdmc"]["lower"]),
+            "bdmc_upper": _round(ais["bdmc"]["upper"]),
+            "bdmc_gap": _round(ais["bdmc"]["gap"]),
+            "bdmc_seconds": _round(ais["bdmc"]["seconds"], 1),
+        })
+    return write_table(rows, path)
+
+
+def _round(value, digits=2):
+    return "" if value is None else round(float(value), digits)
