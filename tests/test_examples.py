@@ -14,7 +14,7 @@ EXAMPLES_DIR = REPO / "examples"
 EXAMPLES = {
     "mnist.py": "--dataset mnist5k --samples 1000 --eval-points 2 --no-progress --out {out}",
     "frey_face.py": "--data-dir {data} --latent-dim 2 --samples 1000 --eval-points 2 --grid 5 --no-progress --out {out}",
-    "custom_prior.py": "--samples 1000 --num-points 5 --num-proposals 10 --latent-dim 2 --hidden 50 --eval-points 2 --no-progress --out {out}",
+    "custom_prior.py": "--samples 1000 --num-points 5 --num-proposals 10 --num-chains 2 --num-temps 5 --bdmc 3 --latent-dim 2 --hidden 50 --eval-points 2 --no-progress --out {out}",
     "custom_likelihood.py": "--samples 1000 --num-points 5 --num-proposals 10 --latent-dim 2 --hidden 50 --eval-points 2 --no-progress --out {out}",
 }
 
@@ -36,6 +36,8 @@ def test_example_runs(script, tmp_path, shared_data):
     assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
     # The comparison examples write one run folder per model under {out}.
     assert any((tmp_path / "run").rglob("metrics.csv")), f"{script} wrote no metrics.csv"
+    if script == "custom_prior.py":  # the priors are compared by AIS, with the BDMC gap of each
+        assert "By AIS the" in result.stdout and result.stdout.count("BDMC gap") == 2, result.stdout
 
 
 def test_examples_do_nothing_at_import(tmp_path):
