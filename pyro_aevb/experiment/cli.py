@@ -204,7 +204,7 @@ def _add_reproduce(sub):
     a("--test-points", type=_count, default=100, help="loglik: first test points each estimator evaluates [100]")
     a("--is-samples", type=_count, default=5000, help="loglik: importance samples K of 'is' [5000]")
     a("--num-chains", type=_count, default=16, help="loglik: AIS chains K per point [16]")
-    a("--num-temps", type=_count, default=500, help="loglik: AIS temperatures T [500]")
+    a("--num-temps", type=_count, default=1000, help="loglik: AIS temperatures T [1000]")
     a("--num-steps", type=_count, default=10, help="loglik: leapfrog steps per AIS transition [10]")
     a("--bdmc", type=_count, default=100, help="loglik: points simulated from each model for the BDMC gap [100]")
     a("--lr", type=float, default=0.02, help="Adagrad step size [0.02]")

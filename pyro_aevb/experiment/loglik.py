@@ -42,7 +42,7 @@ class LoglikSettings:
     num_points: int = 100
     is_samples: int = 5000
     num_chains: int = 16
-    num_temps: int = 500
+    num_temps: int = 1000
     num_steps: int = 10
     bdmc: int = 100
     seed: int = 0
