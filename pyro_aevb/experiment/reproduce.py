@@ -1,7 +1,9 @@
-"""
+r"""
 The paper's experiments from one command each: Figure 2 (AEVB against wake-sleep, per latent size),
 Figure 3 (AEVB, wake-sleep and MCEM by marginal likelihood, small and large training set) and the
-Appendix A figures (2-D manifolds, Figure 4; samples for several latent sizes, Figure 5).
+Appendix A figures (2-D manifolds, Figure 4; samples for several latent sizes, Figure 5), and the
+table that compares the estimators of :math:`\log p_\theta(x)` on trained models
+(:mod:`pyro_aevb.experiment.loglik`).
 
 Every experiment is a set of ordinary run folders under ``OUT/runs/`` (one per setting, named by it),
 trained with :func:`pyro_aevb.train` in parallel worker processes. Runs are resumed where they stopped
