@@ -150,6 +150,9 @@ def _add_evaluate(sub):
       help="also simulate N datapoints from the run's model and bracket their log p(x) by bidirectional AIS "
            "(with --estimator ais, its options; else the ais defaults); adds a 'bdmc' object (num_points, lower, "
            "upper, gap: means per datapoint, nats) to the output and warns when the gap exceeds 1 nat")
+    a("--ais-start", choices=["guide", "prior"], default="guide",
+      help="ais and --bdmc: start the chains from the run's encoder (guide; the prior for a run without one) or "
+           "from the prior [guide]")
     a("--data-dir", help="folder holding the data files [the run's setting]")
     a("--device", default="cpu", help="[cpu]")
     a("--seed", type=int, default=0, help="[0]")
@@ -171,7 +174,8 @@ def _evaluate(args):
     if not any((args.run_dir / name).exists() for name in ("checkpoint.pt", "checkpoint.prev.pt")):
         raise ConfigError(f"no checkpoint in {args.run_dir}: is it a run folder written by `pyro-aevb train`?")
     result = evaluate_run(args.run_dir, args.estimator, args.split, args.num_points, data_dir=args.data_dir,
-                          device=args.device, seed=args.seed, out=args.out, bdmc=args.bdmc, **options)
+                          device=args.device, seed=args.seed, out=args.out, bdmc=args.bdmc,
+                          ais_start=args.ais_start, **options)
     shown = {k: v for k, v in result.items() if k != "per_datapoint"}
     print(json.dumps(shown, indent=2))
     return 0
