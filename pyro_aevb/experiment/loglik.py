@@ -160,9 +160,9 @@ def loglik_table(configs, results, path):
             "ais": _round(ais["log_marginal_likelihood"]),
             "ais_stderr": _round(ais["stderr"]),
             "ais_seconds": _round(ais["seconds"], 1),
-            "bdmc_lower": _round(ais["bdmc"]["lower"]),
-            "bdmc_upper": _round(ais["bdmc"]["upper"]),
-            "bdmc_gap": _round(ais["bdmc"]["gap"]),
+            "bdmc_lower": _round(ais["bdmc"]["lower"], 3),
+            "bdmc_upper": _round(ais["bdmc"]["upper"], 3),
+            "bdmc_gap": _round(ais["bdmc"]["gap"], 3),
             "bdmc_seconds": _round(ais["bdmc"]["seconds"], 1),
         })
     return write_table(rows, path)

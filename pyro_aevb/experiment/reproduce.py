@@ -412,5 +412,5 @@ def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, 
             f"{experiment}: table and figures written to {dest} without the damaged runs. "
             + _failure_summary(failures, len(everything))
         )
-    log(f"{experiment}: table and figures written to {dest}")
+    log(f"{experiment}: {'table' if experiment == 'loglik' else 'table and figures'} written to {dest}")
     return rows
