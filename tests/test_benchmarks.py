@@ -21,6 +21,15 @@ def _script(name):
     return module
 
 
+def _main(bench, args):
+    """``bench.main`` on ``args``, leaving the test process's thread count as it was (``--threads`` sets it)."""
+    threads = torch.get_num_threads()
+    try:
+        return bench.main(bench.parse_args(args))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_throughput_contenders_reach_the_same_bound(shared_data, tmp_path):
     """aevb and plain-B (and aevb-mc and plain-A) train on the same minibatches and noise: same test bound."""
     bench = _script("bench_train")
@@ -43,14 +52,10 @@ def test_million_sample_mode_matches_the_cli_and_the_plain_loop(shared_data, tmp
     """--samples: pyro-aevb train (a subprocess) and the plain loop, same seed, same bound after training."""
     bench = _script("bench_train")
     out = tmp_path / "samples.json"
-    threads = torch.get_num_threads()
-    try:
-        bench.main(bench.parse_args([
-            "--samples", "500", "--methods", "aevb", "plain-B", "--threads", "1",  # one thread each: the same sums
-            "--data-dir", str(shared_data), "--out", str(out),
-        ]))
-    finally:
-        torch.set_num_threads(threads)
+    _main(bench, [
+        "--samples", "500", "--methods", "aevb", "plain-B", "--threads", "1",  # one thread each: the same sums
+        "--data-dir", str(shared_data), "--out", str(out),
+    ])
     report = json.loads(out.read_text())
     runs = {run["method"]: run for run in report["train_runs"]}
     assert runs["aevb"]["samples"] == runs["plain-B"]["samples"] == 500
@@ -75,15 +80,11 @@ def test_marginal_benchmark_ais_runs(shared_data, tmp_path):
     """--ais-data: AIS on the paper's VAE (tiny: 2 datapoints, 2 chains, 3 temperatures) and its FLOP-rate ratio."""
     bench = _script("bench_marginal")
     out = tmp_path / "ais.json"
-    threads = torch.get_num_threads()
-    try:
-        bench.main(bench.parse_args([
-            "--num-reference", "0", "--num-data", "0", "--repeats", "1", "--ais-data", "2", "--ais-chains", "2",
-            "--ais-temps", "3", "--num-steps-ais", "2", "--ais-latent", "2", "--ais-hidden", "8", "--ais-start", "guide",
-            "--data", "mnist", "--data-dir", str(shared_data), "--threads", "1", "--out", str(out),
-        ]))
-    finally:
-        torch.set_num_threads(threads)
+    _main(bench, [
+        "--num-reference", "0", "--num-data", "0", "--repeats", "1", "--ais-data", "2", "--ais-chains", "2",
+        "--ais-temps", "3", "--num-steps-ais", "2", "--ais-latent", "2", "--ais-hidden", "8", "--ais-start", "guide",
+        "--data", "mnist", "--data-dir", str(shared_data), "--threads", "1", "--out", str(out),
+    ])
     report = json.loads(out.read_text())["ais"]
     assert report["datapoints"] == 2 and report["rows"] == 4
     # 2 datapoints x 2 chains x 2 transitions x 2 leapfrog steps, each a forward and backward pass of 2-8-784
@@ -110,14 +111,10 @@ def test_bench_all_parts():
 def test_pieces_benchmark_runs(shared_data, tmp_path):
     """Every part runs; the flush leaves no subnormal weight at step 50, the 64-step schedule leaves many."""
     bench = _script("bench_parts")
-    threads = torch.get_num_threads()
-    try:
-        report = bench.main(bench.parse_args([
-            "--repeats", "1", "--plain-steps", "1000", "--threads", "1", "--parts", "flush", "sparse", "minibatch",
-            "transient", "subnormals", "--data-dir", str(shared_data), "--out", str(tmp_path / "parts.json"),
-        ]))
-    finally:
-        torch.set_num_threads(threads)
+    report = _main(bench, [
+        "--repeats", "1", "--plain-steps", "1000", "--threads", "1", "--parts", "flush", "sparse", "minibatch",
+        "transient", "subnormals", "--data-dir", str(shared_data), "--out", str(tmp_path / "parts.json"),
+    ])
     assert set(report) == {"flush", "sparse", "minibatch", "transient", "subnormals"}
     counts = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in report["transient"].splitlines()
               if "subnormal weights at step 50" in line}
