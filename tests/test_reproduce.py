@@ -196,3 +196,15 @@ def test_loglik(shared_data, tmp_path):
     assert float(frey_row["ais"]) == pytest.approx(saved["log_marginal_likelihood"], abs=0.01)
     second = reproduce(*args, data=shared_data, out=tmp_path)
     assert "0 estimates to compute" in second.stdout, second.stdout[-2000:]
+
+
+def test_loglik_names_a_failed_estimate_and_keeps_the_rest(tmp_path):
+    """An estimate that fails (here: its run folder is gone) is named with its run; the command can be rerun."""
+    from pyro_aevb.experiment.loglik import LoglikSettings, evaluate_runs
+    from pyro_aevb.experiment.reproduce import run_name
+    from pyro_aevb.experiment.train import TrainConfig
+
+    config = TrainConfig(dataset="mnist5k", latent_dim=2, hidden=20, samples=300)
+    with pytest.raises(UserError, match=f"estimate of {run_name(config)} failed.*the same command computes the rest"):
+        evaluate_runs([config], {run_name(config): tmp_path / "missing"}, tmp_path / "loglik",
+                      LoglikSettings(num_points=2), log=lambda line: None)

@@ -14,7 +14,7 @@ import torch
 from pyro_aevb._checks import check_choice, check_whole
 from pyro_aevb.data import load_dataset
 from pyro_aevb.errors import ConfigError
-from pyro_aevb.infer.elbo import lower_bound
+from pyro_aevb.infer.elbo import _cuda_devices, lower_bound
 from pyro_aevb.infer.marginal import log_marginal_likelihood
 from pyro_aevb.experiment.train import load_run
 
@@ -70,7 +70,7 @@ def evaluate_run(run_dir, estimator="hmc", split="test", num_points=1000, data_d
     dataset = load_dataset(config.dataset, data_dir or config.data_dir, config.binarize, device=device)
     x = dataset.eval_split(split, min(num_points, getattr(dataset, f"num_{split}")))
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=_cuda_devices(x)):
         torch.manual_seed(seed)
         log_px, info = log_marginal_likelihood(
             vae.model, x, estimator=estimator, guide=p0 if estimator == "ais" else guide, return_diagnostics=True,
@@ -137,7 +137,7 @@ def _bdmc(vae, guide, like_x, num_points, seed, options):
     from pyro_aevb.infer.ais import bdmc, simulate
 
     check_whole("bdmc", num_points, 1)
-    with torch.random.fork_rng(devices=[like_x.device] if like_x.device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=_cuda_devices(like_x)):
         torch.manual_seed(seed)
         x, latents = simulate(vae.model, num_points, like_x)
         start = time.perf_counter()

@@ -78,10 +78,6 @@ def loglik_configs(base, num_train=(1000, 50000), mcem_samples=None):
     ]
 
 
-def _has_encoder(config):
-    return not config.method.startswith("mcem")
-
-
 def _evaluate_one(run_dir, dest, options):
     from pyro_aevb.experiment.evaluate import evaluate_run
 
@@ -97,15 +93,13 @@ def evaluate_runs(configs, folders, dest, settings, jobs=1, log=print):
 
     :returns: dict mapping each run name to ``{estimator: result}``.
     """
+    from pyro_aevb.experiment.evaluate import _has_encoder
     from pyro_aevb.experiment.reproduce import _worker_init, run_name, worker_threads
 
-    todo = []
-    for config in configs:
-        name = run_name(config)
-        for estimator, options in settings.jobs(_has_encoder(config)):
-            path = Path(dest) / name / f"{estimator}.json"
-            if not path.exists():
-                todo.append((name, estimator, path, options))
+    planned = [(run_name(config), estimator, options) for config in configs
+               for estimator, options in settings.jobs(_has_encoder(config))]
+    path = {(name, estimator): Path(dest) / name / f"{estimator}.json" for name, estimator, _ in planned}
+    todo = [job for job in planned if not path[job[:2]].exists()]
     todo.sort(key=lambda job: job[1] != "ais")
     log(f"{len(todo)} estimates to compute with {jobs} worker(s)")
     if todo:
@@ -113,23 +107,27 @@ def evaluate_runs(configs, folders, dest, settings, jobs=1, log=print):
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
                                                     initargs=(worker_threads(jobs), os.getpid())) as pool:
             futures = {}
-            for name, estimator, path, options in todo:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                futures[pool.submit(_evaluate_one, str(folders[name]), str(path), options)] = (name, estimator)
+            for name, estimator, options in todo:
+                path[name, estimator].parent.mkdir(parents=True, exist_ok=True)
+                job = pool.submit(_evaluate_one, str(folders[name]), str(path[name, estimator]), options)
+                futures[job] = (name, estimator)
             for future in concurrent.futures.as_completed(futures):
                 name, estimator = futures[future]
-                future.result()
+                try:
+                    future.result()
+                except Exception as e:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    reason = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+                    raise UserError(f"the {estimator} estimate of {name} failed: {reason}. The estimates written so "
+                                    f"far are kept in {dest}; the same command computes the rest") from None
                 log(f"estimated {estimator} for {name}")
     results = {}
-    for config in configs:
-        name = run_name(config)
-        results[name] = {}
-        for estimator, _ in settings.jobs(_has_encoder(config)):
-            path = Path(dest) / name / f"{estimator}.json"
-            try:
-                results[name][estimator] = json.loads(path.read_text())
-            except (OSError, ValueError) as e:
-                raise UserError(f"could not read the estimate {path}: {e}; delete it and run the same command again") from None
+    for name, estimator, _ in planned:
+        try:
+            results.setdefault(name, {})[estimator] = json.loads(path[name, estimator].read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"could not read the estimate {path[name, estimator]}: {e}; delete it and run the same "
+                            "command again") from None
     return results
 
 

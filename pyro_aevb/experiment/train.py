@@ -33,7 +33,7 @@ from pyro_aevb.experiment.checkpoint import (
 from pyro_aevb.data import MinibatchSampler, check_support, load_dataset
 from pyro_aevb.errors import ConfigError, RunDirError, RunWarning, TrainingDiverged
 from pyro_aevb.infer import progress
-from pyro_aevb.infer.elbo import lower_bound
+from pyro_aevb.infer.elbo import _cuda_devices, lower_bound
 from pyro_aevb.experiment.rundir import RunDir, metrics_as_floats, read_metrics
 
 __all__ = [
@@ -625,7 +625,7 @@ class _Trainer:
         return float(log_px.mean())
 
     def _cuda(self):
-        return [self.dataset.train.device] if self.dataset.train.device.type == "cuda" else []
+        return _cuda_devices(self.dataset.train)
 
     # -- the loop --------------------------------------------------------------------------------
     def _step(self, interrupted):

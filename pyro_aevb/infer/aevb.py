@@ -37,7 +37,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI
 
-from pyro_aevb.infer.elbo import make_elbo
+from pyro_aevb.infer.elbo import _cuda_devices, make_elbo
 from pyro_aevb.optim import FusedAdagrad
 from pyro_aevb.infer.sgvb import sgvb_loss
 from pyro_aevb.infer.sites import check_model, model_and_guide, paper_vae, per_datapoint
@@ -140,7 +140,7 @@ def _direct_params(vae, x, num_data):
     its sites must be exactly ``"z"`` and ``"x"``, and its parameters those of its modules (no
     ``pyro.param`` of its own). ``None`` otherwise.
     """
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), torch.no_grad():
+    with torch.random.fork_rng(devices=_cuda_devices(x)), torch.no_grad():
         with poutine.block():
             guide_trace = poutine.trace(vae.guide).get_trace(x, num_data)
             model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x, num_data)

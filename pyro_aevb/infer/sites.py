@@ -41,6 +41,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import biject_to, constraints
 
 from pyro_aevb.errors import UnsupportedModelError
+from pyro_aevb.infer.elbo import _cuda_devices
 
 __all__ = [
     "LatentSpace",
@@ -159,7 +160,7 @@ def check_model(model, x, guide=None):
     store = pyro.get_param_store()
     before = set(store.keys())
     try:
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=_cuda_devices(x)):
             return LatentSpace.from_model(model, x, guide)
     finally:
         for name in set(store.keys()) - before:
@@ -243,6 +244,7 @@ class LatentSpace:
         self.plate = plate
         self._sites = sites  # name -> dict(transform, plate_dim, event_dim, shape, size)
         self.dim = sum(info["size"] for info in sites.values())
+        self._plate_dim = next(iter(sites.values()))["plate_dim"]  # the data plate's dim, the same for every site
 
     # -- discovery ---------------------------------------------------------------------------
     @classmethod
@@ -412,13 +414,12 @@ class LatentSpace:
         the observed sites (the likelihood), from a trace of the model.
         """
         trace.compute_log_prob()
-        frame_dim = next(iter(self._sites.values()))["plate_dim"]
         log_prior = log_lik = 0.0
         for name, site in _sample_sites(trace):
             if name in self._sites:
-                log_prior = log_prior + self._rows(site["unscaled_log_prob"], frame_dim, batch_size)
+                log_prior = log_prior + self._rows(site["unscaled_log_prob"], self._plate_dim, batch_size)
             elif site["is_observed"]:
-                log_lik = log_lik + self._rows(site["unscaled_log_prob"], frame_dim, batch_size)
+                log_lik = log_lik + self._rows(site["unscaled_log_prob"], self._plate_dim, batch_size)
             else:
                 raise UnsupportedModelError(
                     f"{_name(self.model)}: sample site {name!r} appeared that was not in the first trace: the model "
@@ -457,12 +458,8 @@ class LatentSpace:
         in the constrained space, where the guide drew them.
         """
         trace = trace_model(self._guide(guide), x)
-        trace.compute_log_prob()
-        plate_dim = next(iter(self._sites.values()))["plate_dim"]
         values = {name: trace.nodes[name]["value"] for name in self.names}
-        log_q = 0.0
-        for name in self.names:
-            log_q = log_q + self._rows(trace.nodes[name]["unscaled_log_prob"], plate_dim, x.shape[0])
+        log_q = self._latent_log_prob(trace, x.shape[0])
         if not unconstrained:
             return values, log_q
         u = self.pack(values, x.shape[0])
@@ -472,10 +469,13 @@ class LatentSpace:
         r""":math:`\log q(u|x)` per datapoint ``[B]`` in the unconstrained space (with the log-Jacobian)."""
         values, log_jacobian = self.unpack(u)
         trace = trace_model(self._guide(guide), x, data=values)
+        return log_jacobian + self._latent_log_prob(trace, x.shape[0])
+
+    def _latent_log_prob(self, trace, batch_size):
+        """The summed unscaled log-densities of the latent sites in ``trace`` (of the guide), per datapoint ``[B]``."""
         trace.compute_log_prob()
-        plate_dim = next(iter(self._sites.values()))["plate_dim"]
-        log_q = log_jacobian
+        log_q = 0.0
         for name in self.names:
-            log_q = log_q + self._rows(trace.nodes[name]["unscaled_log_prob"], plate_dim, x.shape[0])
+            log_q = log_q + self._rows(trace.nodes[name]["unscaled_log_prob"], self._plate_dim, batch_size)
         return log_q
 
