@@ -334,12 +334,8 @@ class _ModelPath:
 
     def sample_p0(self, num_chains):
         """Exact draws from :math:`p_0` in the unconstrained space, ``[C, B, D]``."""
-        x_rows = self.rows(num_chains)
-        with torch.no_grad():
-            if self.guide is not None:  # the calls "is" makes, so its draws for the same seed
-                u = self.space.sample_guide(self.guide, x_rows, unconstrained=True)[0]
-            else:
-                u = self.space.sample_prior(x_rows)[0]
+        with torch.no_grad():  # with a guide, the calls "is" makes, so its draws for the same seed
+            u = self.space.sample_start(self.rows(num_chains), self.guide)
         return u.reshape(num_chains, self.batch_size, self.dim)
 
     def _log_lik(self, z):

@@ -174,7 +174,7 @@ def _hmc_log_marginal(
     x_chains = repeat_rows(x, num_chains)
     with torch.no_grad(), part(0.0, 0.2):
         if init_proposals == 1:  # the draw itself: no weights to compute, no Gumbel noise drawn
-            z_init = space.sample_prior(x_chains)[0] if guide is None else space.sample_guide(guide, x_chains)[0]
+            z_init = space.sample_start(x_chains, guide)
         else:
             z_init = _resampled_init(space, guide, x_chains, int(init_proposals))
     if space.dim > 5:
@@ -383,7 +383,7 @@ def _reference_hmc_mcmc(
         x_b = x[b : b + 1]
         with torch.no_grad():
             x_init = repeat_rows(x_b, num_chains)
-            z_init = space.sample_prior(x_init)[0] if guide is None else space.sample_guide(guide, x_init)[0]
+            z_init = space.sample_start(x_init, guide)
         chains = []
         for c in range(num_chains):
             kernel = FixedStepsHMC(

@@ -35,6 +35,7 @@ constrained ones, which the HMC E-step moves in the unconstrained space
 
 import torch
 
+from pyro_aevb._checks import check_number, check_whole
 from pyro_aevb.infer.aevb import _check_optim
 from pyro_aevb.infer.hmc import StepSizeAdapter, hmc_step
 from pyro_aevb.infer.sites import check_model, model_and_guide, repeat_rows, trace_model
@@ -69,11 +70,9 @@ class _MonteCarloEM:
     has_encoder = False
 
     def __init__(self, model, lr, weight_decay, num_m_steps):
-        if int(num_m_steps) != num_m_steps or num_m_steps < 1:
-            raise ValueError(f"num_m_steps must be a positive integer, got {num_m_steps}")
+        self.num_m_steps = check_whole("num_m_steps", num_m_steps)
         _check_optim(lr, weight_decay)
         self.model = model_and_guide(model, need_guide=False)[0]
-        self.num_m_steps = int(num_m_steps)
         self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
         self._validation = ValidatedOnce()
         self.space = None  # the model's latent sites, found at the first step
@@ -154,13 +153,9 @@ class MCEM(_MonteCarloEM):
     def __init__(self, model, *, lr=0.02, weight_decay=1.0, num_steps=10, num_m_steps=5, target_accept_prob=0.9,
                  step_size=0.1):
         super().__init__(model, lr, weight_decay, num_m_steps)
-        if int(num_steps) != num_steps or num_steps < 1:
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
-        if not 0.0 < target_accept_prob < 1.0 or not step_size > 0:
-            raise ValueError("need 0 < target_accept_prob < 1 and step_size > 0")
-        self.num_steps = int(num_steps)
-        self.target_accept_prob = float(target_accept_prob)
-        self.init_step_size = float(step_size)
+        self.num_steps = check_whole("num_steps", num_steps)
+        self.target_accept_prob = check_number("target_accept_prob", target_accept_prob, 0.0, 1.0)
+        self.init_step_size = check_number("step_size", step_size, 0.0)
         self.z = self.initialised = self.adapter = None
 
     def _potential_fn(self, x):
@@ -238,9 +233,7 @@ class ImportanceMCEM(_MonteCarloEM):
 
     def __init__(self, model, *, lr=0.02, weight_decay=1.0, num_proposals=10, num_m_steps=5):
         super().__init__(model, lr, weight_decay, num_m_steps)
-        if int(num_proposals) != num_proposals or num_proposals < 1:
-            raise ValueError(f"num_proposals must be a positive integer, got {num_proposals}")
-        self.num_proposals = int(num_proposals)
+        self.num_proposals = check_whole("num_proposals", num_proposals)
 
     def e_step(self, x, idx, num_data):
         """:returns: ``num_proposals`` prior draws per datapoint ``[K, M, D]`` and their weights ``[K, M]``."""

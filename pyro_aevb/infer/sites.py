@@ -465,6 +465,10 @@ class LatentSpace:
         u = self.pack(values, x.shape[0])
         return u, log_q + self.unpack(u)[1]
 
+    def sample_start(self, x, guide=None):
+        """Draws ``u`` ``[B, D]`` from the guide for each row of ``x``, or from the prior without one (where chains start)."""
+        return (self.sample_prior(x) if guide is None else self.sample_guide(guide, x))[0]
+
     def log_guide(self, guide, x, u):
         r""":math:`\log q(u|x)` per datapoint ``[B]`` in the unconstrained space (with the log-Jacobian)."""
         values, log_jacobian = self.unpack(u)
