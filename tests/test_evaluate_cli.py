@@ -1,4 +1,4 @@
-"""`pyro-aevb evaluate` on a run folder from `pyro-aevb train`: both estimators, the JSON it writes."""
+"""`pyro-aevb evaluate` on a run folder from `pyro-aevb train`: its estimators, the JSON it writes."""
 
 import json
 import os
@@ -59,3 +59,16 @@ def test_marginal_likelihood_is_above_the_bound(run_dir):
 def test_evaluate_errors(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pyro_aevb", "evaluate", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "no checkpoint" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_defaults_to_ais_on_100_points():
+    """The docs tell users to report AIS (docs/results.md), so `evaluate` runs it unless told otherwise, on as
+    many points as its cost allows; the command and evaluate_run agree."""
+    import inspect
+
+    from pyro_aevb.experiment.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "runs/x"])
+    defaults = inspect.signature(evaluate_run).parameters
+    assert (args.estimator, args.num_points) == ("ais", 100)
+    assert (defaults["estimator"].default, defaults["num_points"].default) == ("ais", 100)

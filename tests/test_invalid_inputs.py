@@ -152,5 +152,5 @@ EVALUATE_INVALID = st.one_of(
 def test_every_invalid_evaluate_option_is_refused_by_name(run_dir, case):
     name, value = case
     with pytest.raises(ValueError) as info:
-        evaluate_run(run_dir, **{"num_points": 2, "num_samples": 3, name: value})
+        evaluate_run(run_dir, **{"estimator": "hmc", "num_points": 2, "num_samples": 3, name: value})
     assert name in str(info.value), f"{name}={value!r}: {info.value}"

@@ -132,15 +132,19 @@ def _add_evaluate(sub):
         "evaluate",
         help="estimate the marginal likelihood log p(x) of a trained run",
         description="Estimate log p(x) per datapoint (nats) for the first --num-points datapoints of a split, "
-        "with the paper's Appendix D estimator on HMC (hmc) or importance sampling with the run's encoder (is), "
-        "and write the mean, its standard error and the diagnostics (R-hat, ESS, acceptance) as JSON.",
+        "by annealed importance sampling (ais, the default: a stochastic lower bound whose gap --bdmc measures), "
+        "the paper's Appendix D estimator on HMC (hmc, reliable in a few latent dimensions only) or importance "
+        "sampling with the run's encoder (is), and write the mean, its standard error and the diagnostics "
+        "(R-hat, ESS, acceptance) as JSON.",
     )
     a = p.add_argument
     a("run_dir", type=Path, help="a run folder written by `pyro-aevb train`")
-    a("--estimator", choices=["hmc", "is", "ais"], default="hmc",
-      help="hmc: Appendix D; is: importance sampling with the encoder; ais: annealed importance sampling [hmc]")
+    a("--estimator", choices=["hmc", "is", "ais"], default="ais",
+      help="ais: annealed importance sampling; hmc: Appendix D; is: importance sampling with the encoder [ais]")
     a("--split", choices=["train", "test"], default="test", help="[test]")
-    a("--num-points", type=_count, default=1000, help="first datapoints of the split, as in the paper [1000]")
+    a("--num-points", type=_count, default=100,
+      help="first datapoints of the split [100; ais at its defaults takes about 3 s a point for the paper's MNIST "
+           "model on one thread (docs/performance.md); the paper's Figure 3 used 1000]")
     a("--num-samples", type=_count, help="hmc: draws per chain per stage (L) [50]; is: proposals K [5000]")
     a("--num-chains", type=_count, help="hmc, ais: chains per datapoint (hmc: for R-hat [4]; ais: K [16])")
     a("--num-temps", type=_count, help="ais: temperatures T from p0 to the posterior [1000]")
@@ -198,7 +202,7 @@ def _add_reproduce(sub):
     a("experiment", choices=["figure2", "figure3", "manifold", "loglik"])
     a("--dataset", choices=["mnist", "frey"], default="mnist", help="figure2 only [mnist]")
     a("--samples", type=_count, default=1_000_000,
-      help="budget per run in training samples; the paper ran to about 1e8 [1e6: 2-5 minutes a run on one core of this project's machine, so a figure2 of 8-10 runs takes 10-25 minutes with --jobs 2; 1e7 takes ten times that]")
+      help="budget per run in training samples; the paper ran to about 1e8 [1e6: an AEVB run on MNIST takes about 4 minutes on one thread of a shared machine (docs/results.md); 1e7 takes ten times that]")
     a("--num-train", type=_count, nargs="+", default=[1000, 50000], help="figure3, loglik: training-set sizes [1000 50000]")
     a("--mcem-samples", type=_count,
       help="figure3, loglik: budget of the MCEM runs, whose HMC E-step costs tens of times more per sample [--samples]")
