@@ -92,8 +92,8 @@ class TrainConfig:
     :param int checkpoint_every: samples between checkpoints.
     :param str model_class: ``"module:Class"`` of the model, a :class:`~pyro_aevb.models.vae.VAE` subclass.
     :param dict model_options: extra keyword arguments of ``model_class``.
-    :param str log_marginal: ``"is"`` or ``"hmc"`` to also estimate the marginal likelihood at each
-        evaluation (methods without an encoder always do, with ``"hmc"``).
+    :param str log_marginal: ``"is"``, ``"hmc"`` or ``"ais"`` to also estimate the marginal likelihood at
+        each evaluation (methods without an encoder always do, with ``"hmc"``).
     :param int log_marginal_points: datapoints of each split used for the marginal likelihood (the
         paper's Figure 3: 1,000).
     :param dict log_marginal_options: options of :func:`~pyro_aevb.log_marginal_likelihood`
@@ -168,7 +168,7 @@ class TrainConfig:
 
             estimator = self.log_marginal or ("hmc" if self.method.startswith("mcem") else None)
             if estimator is None:
-                raise ConfigError("log_marginal_options are used only with log_marginal ('is' or 'hmc') or an MCEM method")
+                raise ConfigError("log_marginal_options are used only with log_marginal ('is', 'hmc' or 'ais') or an MCEM method")
             from pyro_aevb.infer import ais
 
             fn = {"hmc": marginal._hmc_log_marginal, "is": marginal._is_log_marginal, "ais": ais.log_marginal}[estimator]

@@ -44,8 +44,9 @@ def lower_bound(model, guide, x, num_particles=1, analytic_kl=True, chunk_size=2
     r"""
     Mean over the rows of ``x`` of the lower bound :math:`\mathcal{L}(\theta, \phi; x^{(i)})`, in nats.
 
-    :param callable model: a Pyro model ``model(x, num_data=None)`` with sites ``"z"`` and ``"x"``.
-    :param callable guide: the matching guide.
+    :param callable model: a Pyro model called as ``model(x)``. Its sites are read off its trace, under
+        any names: Pyro's ELBO scores every sample site of the model and the guide.
+    :param callable guide: the matching guide, drawing the model's latent sites.
     :param torch.Tensor x: data of shape ``[N, D]``.
     :param int num_particles: samples of z per datapoint (L).
     :param bool analytic_kl: use estimator B where a closed-form KL exists.
