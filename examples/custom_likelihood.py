@@ -12,7 +12,7 @@ Swapping the likelihood of AEVB [1], with the same recognition model and the sam
 
 Only the model's ``observation_dist`` changes (see ``pyro_aevb/models/variants.py``)::
 
-    python examples/custom_likelihood.py --likelihood student-t --data-dir ../shared/data --samples 2e5
+    python examples/custom_likelihood.py --likelihood student-t --data-dir "$PYRO_AEVB_DATA" --samples 2e5
 
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 
