@@ -187,9 +187,11 @@ class ImportanceWeightedELBO(ELBO):
     :class:`~pyro.infer.Trace_ELBO` on the same draws.
 
     :param int num_particles: K, particles per datapoint.
-    :param str gradient: ``"reparam"``: the gradient of the estimate (reparameterised; a guide site
-        without ``rsample`` adds the score-function term :math:`\sum_k \nabla_\phi \log q(z_k|x)
-        (\hat{\mathcal{L}}_K - \ldots)` per datapoint); ``"dreg"``: for the guide's parameters, the
+    :param str gradient: ``"reparam"``: the gradient of the estimate, reparameterised (for a guide site
+        without ``rsample``, the score-function term :math:`\sum_k \nabla_\phi \log q(z_k|x)\,
+        \hat{\mathcal{L}}_K(x)` per datapoint, its direct term with :math:`1/K - \tilde w_k` in place of
+        :math:`-\tilde w_k`, which has the same mean: at K = 1, Trace_ELBO's gradient); ``"dreg"``: for the
+        guide's parameters, the
         doubly reparameterised estimator of [2], unbiased, whose variance does not grow with K (the
         model's parameters keep the reparameterised gradient). ``"dreg"`` needs reparameterised guide
         sites, each drawn independently of the guide's other latent sites given the data.
