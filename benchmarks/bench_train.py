@@ -261,6 +261,19 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def _plain_update(optimizer, loss_fn):
+    """One step of a hand-written loop: ``loss_fn(x)``, backward, ``optimizer`` (the loss read back, as a loop logs it)."""
+
+    def update(idx, x):
+        loss = loss_fn(x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss.item()
+
+    return update
+
+
 def make_contender(name, dataset, config, device, num_particles=5):
     """
     Build contender ``name`` for ``dataset`` at the settings of ``config``, from seed ``config.seed``
@@ -290,14 +303,7 @@ def make_contender(name, dataset, config, device, num_particles=5):
             what = f"IWAE, K = {num_particles}, fused Adam"
         else:
             optimizer = torch.optim.Adam(vae.parameters(), fused=True, **IWAE_ADAM)
-
-            def update(idx, x):
-                loss = plain_iwae_loss(vae, x, num_data, num_particles)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                loss.item()
-
+            update = _plain_update(optimizer, lambda x: plain_iwae_loss(vae, x, num_data, num_particles))
             what = f"PyTorch IWAE loop, K = {num_particles}, torch.optim.Adam(fused=True)"
     elif kind == "aevb":
         config.method_options = {k: v for k, v in options.items() if k != "flush"}
@@ -313,14 +319,7 @@ def make_contender(name, dataset, config, device, num_particles=5):
         }.get(next(iter(options), None), "")
     elif kind == "plain":
         optimizer = torch.optim.Adagrad(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay, **options)
-
-        def update(idx, x):
-            loss = plain_loss(vae, x, num_data, estimator)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss.item()
-
+        update = _plain_update(optimizer, lambda x: plain_loss(vae, x, num_data, estimator))
         what = "PyTorch loop, torch.optim.Adagrad(" + ("fused=True)" if options else "defaults)")
     else:
         elbo = TraceMeanField_ELBO() if estimator == "B" else Trace_ELBO()
