@@ -14,12 +14,13 @@ import torch
 from pyro.infer import RenyiELBO, Trace_ELBO
 from torch.distributions import Normal, kl_divergence
 
+from pyro_tutorial_vae import VAE as TutorialVAE
 from test_any_model import EXACT
 
 from pyro_aevb import IWAE, RWS, VAE, TrainConfig, data_plate, load_run, train
 from pyro_aevb.errors import UnsupportedModelError
 from pyro_aevb.infer import ImportanceWeightedELBO
-from pyro_aevb.infer.importance_weights import log_mean_exp
+from pyro_aevb.infer.sites import per_datapoint
 
 N, M, X_DIM, Z_DIM, SIGMA = 1000, 10, 3, 2, 0.7
 
@@ -323,3 +324,21 @@ def test_a_run_resumes_exactly(method, options, tmp_path):
     for (name, p), q in zip(resumed.named_parameters(), full.parameters()):
         assert torch.equal(p, q), f"{method}: {name} differs after resuming"
     assert load_run(tmp_path / "split").metrics[-1]["samples"] == 600
+
+
+def test_a_model_scaled_by_poutine_scale_gives_trace_elbo_at_k1():
+    # Pyro's tutorial VAE takes no num_data: per_datapoint scales it by N/M with poutine.scale, not a
+    # subsampled plate. At K = 1 the loss and gradients are Trace_ELBO's on the same draws.
+    vae = TutorialVAE(z_dim=3, hidden_dim=7)
+    model, guide = per_datapoint(vae.model), per_datapoint(vae.guide)
+    x = torch.rand(10, 784).bernoulli()
+    results = []
+    for elbo in (ImportanceWeightedELBO(1, max_plate_nesting=1), Trace_ELBO()):
+        pyro.set_rng_seed(7)
+        loss = elbo.differentiable_loss(model, guide, x, 600)
+        results.append((loss, torch.autograd.grad(loss, list(vae.parameters()))))
+    (ours, grads), (theirs, expected) = results
+    assert ours.item() > 50 * 500, "the loss is not scaled by N/M = 60"
+    assert torch.allclose(ours, theirs, rtol=1e-6), f"loss {ours.item()} != Trace_ELBO's {theirs.item()}"
+    for a, b in zip(grads, expected):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4), "gradients differ from Trace_ELBO's"

@@ -265,7 +265,6 @@ class ImportanceWeightedELBO(ELBO):
 
     def _check_independent(self, latents):
         """DReG's path derivative holds only for guide sites drawn independently of each other's draws."""
-        self._dreg_checked = True
         values = [site["value"] for _, site in latents]
         for j, (name, site) in enumerate(latents[1:], 1):
             earlier = [v for v in values[:j] if v.requires_grad]
@@ -277,6 +276,7 @@ class ImportanceWeightedELBO(ELBO):
                     f"guide site {name!r} depends on an earlier latent draw of the guide: gradient='dreg' supports "
                     "guides whose latent sites are independent given the data; use gradient='reparam'"
                 )
+        self._dreg_checked = True
 
     def loss(self, model, guide, *args, **kwargs):
         """:returns: the estimate of :math:`-\\mathcal{L}_K` (N-scaled), a float."""
