@@ -136,14 +136,12 @@ class ParticleLayout:
                 )
         self.scale = scales[first]
         self.num_particles = num_particles
-        self.nesting = max_plate_nesting + 1
-        self._particle_dim = -self.nesting
-        shape = [1] * self.nesting
-        shape[self._particle_dim] = num_particles
+        self.nesting = max_plate_nesting + 1  # the particles' plate is the outermost, at dim -nesting
+        shape = [num_particles] + [1] * max_plate_nesting
         for f in shared:
             shape[f.dim] = f.size
         self.shape = torch.Size(shape)  # the batch shape that [K, M] lays out
-        self._keep = {self._particle_dim} | {f.dim for f in shared}
+        self._summed = [d for d in range(-max_plate_nesting, 0) if d not in {f.dim for f in shared}]
 
     def reduce(self, log_prob):
         """A site's log-density (batch-shaped) summed over the dims of unshared plates: ``[K, M]``."""
@@ -151,16 +149,13 @@ class ParticleLayout:
         if extra > 0:
             raise UnsupportedModelError(f"a log-density has batch shape {tuple(log_prob.shape)}, more dims than the plates")
         log_prob = log_prob.reshape((1,) * -extra + log_prob.shape)
-        dims = [d for d in range(-self.nesting, 0) if d not in self._keep]
-        if dims:
-            log_prob = log_prob.sum(dims, keepdim=True)
-        return log_prob.expand(self.shape).movedim(self._particle_dim, 0).reshape(self.num_particles, -1)
+        if self._summed:
+            log_prob = log_prob.sum(self._summed, keepdim=True)
+        return log_prob.expand(self.shape).reshape(self.num_particles, -1)
 
     def expand(self, per_datapoint, event_dim=0):
         """``[K, M]`` back in the batch layout of the sites (with ``event_dim`` trailing dims of size 1)."""
-        shape = self.shape[: self.nesting + self._particle_dim] + self.shape[self._particle_dim + 1 :]
-        out = per_datapoint.reshape((self.num_particles,) + shape).movedim(0, self._particle_dim)
-        return out.reshape(out.shape + (1,) * event_dim)
+        return per_datapoint.reshape(self.shape + (1,) * event_dim)
 
     def log_density(self, trace, names=None):
         """The unscaled (masked) log-densities of ``trace``'s sample sites (or of ``names``), summed per ``[K, M]``."""
