@@ -177,11 +177,16 @@ def gradients(lg):
     pyro.set_rng_seed(4)
     x = lg.data[:M]
     out = {}
-    for gradient in ("reparam", "dreg"):
-        elbo = ImportanceWeightedELBO(50, gradient, max_plate_nesting=1)
-        draws = [torch.cat([g.flatten() for g in torch.autograd.grad(elbo.differentiable_loss(lg.model, lg.guide, x, N), lg.params)])
-                 for _ in range(300)]
-        out[gradient] = torch.stack(draws).double()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # set up before the tests' one_thread fixture applies
+    try:
+        for gradient in ("reparam", "dreg"):
+            elbo = ImportanceWeightedELBO(50, gradient, max_plate_nesting=1)
+            loss = lambda: elbo.differentiable_loss(lg.model, lg.guide, x, N)  # noqa: E731
+            draws = [torch.cat([g.flatten() for g in torch.autograd.grad(loss(), lg.params)]) for _ in range(300)]
+            out[gradient] = torch.stack(draws).double()
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
