@@ -14,6 +14,12 @@ Adagrad at the same step size):
 - ``pyro-B`` / ``pyro-A``: the pattern of Pyro's VAE example: ``SVI`` with ``TraceMeanField_ELBO`` /
   ``Trace_ELBO``, ``pyro.optim.Adagrad`` (one optimizer per parameter), batches from a shuffling
   ``torch.utils.data.DataLoader``, Pyro's validation left on (its default).
+- on request (``--contenders``), the importance-weighted bound of [2] on Burda et al.'s one-layer VAE
+  (784-200-200-50, two tanh layers in each net, Bernoulli decoder) with Adam (lr 0.001, ε = 10⁻⁴, no
+  weight decay), ``--num-particles`` K (default 5): ``iwae`` (:class:`~pyro_aevb.infer.iwae.IWAE` and
+  its direct path, the library's Adagrad swapped for one fused ``torch.optim.Adam``) against
+  ``plain-iwae`` (a hand-written PyTorch loop over the same nets, minibatches and optimizer). Burda et
+  al. trained with minibatches of 20: ``--models mnist --contenders iwae plain-iwae --batch-size 20``.
 - on request (``--contenders``): ``aevb-svi`` / ``aevb-mc-svi`` (AEVB with ``fast_path=False``, the
   path of a swapped prior), ``aevb-noflush`` / ``aevb-mc-noflush`` (AEVB without
   :class:`~pyro_aevb.optim.FusedAdagrad`'s flush of subnormal weights, which the plain loop does not
@@ -48,6 +54,8 @@ Examples::
     python benchmarks/bench_train.py --device cuda --batch-size 1000
 
 [1] Auto-Encoding Variational Bayes, Kingma & Welling (2013)
+
+[2] Importance Weighted Autoencoders, Burda, Grosse & Salakhutdinov (2015)
 """
 
 import argparse
@@ -70,9 +78,11 @@ import pyro.optim
 import torch
 import torch.nn.functional as F
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import PyroOptim
 from torch.utils.data import DataLoader, TensorDataset
 
 from pyro_aevb.data import MinibatchSampler, load_dataset
+from pyro_aevb import VAE, IWAE
 from pyro_aevb.infer.elbo import lower_bound
 from pyro_aevb.experiment.train import METHODS, TrainConfig, build_model
 
@@ -92,7 +102,13 @@ CONTENDERS = {
     "aevb-mc-noflush": ("aevb", "A", {"flush": False}),
     "plain-B-default": ("plain", "B", {}),
     "plain-A-default": ("plain", "A", {}),
+    "iwae": ("iwae", "iwae", {}),
+    "plain-iwae": ("plain-iwae", "iwae", {}),
 }
+#: Burda et al.'s one-stochastic-layer VAE for the IWAE contenders: hidden layers and latent dimension.
+IWAE_HIDDEN, IWAE_LATENT = (200, 200), 50
+#: Their Adam: lr (the first stage's), betas, eps.
+IWAE_ADAM = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-4}
 DEFAULT_CONTENDERS = ("aevb", "aevb-mc", "plain-B", "plain-A", "pyro-B", "pyro-A")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -120,6 +136,61 @@ def plain_loss(vae, x, num_data, estimator):
     else:  # log p(z) - log q(z|x) at the drawn z (the constants cancel)
         neg_kl = (0.5 * (eps**2 - z**2 + z_log_var)).sum(-1)
     return -(num_data / x.shape[0]) * (log_px + neg_kl).sum()
+
+
+def plain_iwae_loss(vae, x, num_data, num_particles):
+    r"""
+    :math:`-\frac{N}{M}\sum_i \log \frac1K \sum_k w_{ik}` written out in tensor operations (Bernoulli
+    decoder), the constants of :math:`\log p(z) - \log q(z|x)` cancelled.
+    """
+    z_loc, z_log_var = vae.encoder.loc_and_log_var(x)
+    eps = torch.randn((num_particles,) + z_loc.shape, device=x.device)
+    z = z_loc + eps * torch.exp(0.5 * z_log_var)
+    logits = vae.decoder(z)
+    log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    log_w = log_px + (0.5 * (eps**2 - z**2 + z_log_var)).sum(-1)
+    return -(num_data / x.shape[0]) * (torch.logsumexp(log_w, 0) - math.log(num_particles)).sum()
+
+
+class _DeepEncoder(torch.nn.Module):
+    """784-200-200 tanh layers and two linear heads, (mu, log sigma^2), the library's encoder interface."""
+
+    def __init__(self, x_dim, hidden, z_dim):
+        super().__init__()
+        sizes = (x_dim,) + hidden
+        self.body = torch.nn.Sequential(*[m for a, b in zip(sizes, sizes[1:]) for m in (torch.nn.Linear(a, b), torch.nn.Tanh())])
+        self.loc, self.log_var = torch.nn.Linear(hidden[-1], z_dim), torch.nn.Linear(hidden[-1], z_dim)
+
+    def loc_and_log_var(self, x):
+        h = self.body(x)
+        return self.loc(h), self.log_var(h)
+
+    def forward(self, x):
+        loc, log_var = self.loc_and_log_var(x)
+        return loc, torch.exp(0.5 * log_var)
+
+
+def burda_vae(x_dim):
+    """The library's :class:`~pyro_aevb.models.vae.VAE` (its model and guide) with Burda et al.'s two-layer nets."""
+    vae = VAE(x_dim, IWAE_LATENT, IWAE_HIDDEN[0])
+    vae.encoder = _DeepEncoder(x_dim, IWAE_HIDDEN, IWAE_LATENT)
+    sizes = (IWAE_LATENT,) + IWAE_HIDDEN
+    layers = [m for a, b in zip(sizes, sizes[1:]) for m in (torch.nn.Linear(a, b), torch.nn.Tanh())]
+    vae.decoder = torch.nn.Sequential(*layers, torch.nn.Linear(IWAE_HIDDEN[-1], x_dim))
+    return vae
+
+
+class _FusedAdam(PyroOptim):
+    """One fused ``torch.optim.Adam`` over every parameter it is handed, behind Pyro's optimizer interface."""
+
+    def __init__(self, optim_args):
+        super().__init__(torch.optim.Adam, dict(optim_args))
+        self.optimizer = None
+
+    def __call__(self, params, *args, **kwargs):
+        if self.optimizer is None:
+            self.optimizer = torch.optim.Adam(list(params), fused=True, **self.pt_optim_args)
+        self.optimizer.step()
 
 
 # -- contenders ------------------------------------------------------------------------------------
@@ -190,8 +261,24 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def make_contender(name, dataset, config, device):
-    """Build contender ``name`` for ``dataset`` at the settings of ``config``, from seed ``config.seed``."""
+def _plain_update(optimizer, loss_fn):
+    """One step of a hand-written loop: ``loss_fn(x)``, backward, ``optimizer`` (the loss read back, as a loop logs it)."""
+
+    def update(idx, x):
+        loss = loss_fn(x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss.item()
+
+    return update
+
+
+def make_contender(name, dataset, config, device, num_particles=5):
+    """
+    Build contender ``name`` for ``dataset`` at the settings of ``config``, from seed ``config.seed``
+    (``num_particles``: K of the IWAE contenders).
+    """
     kind, estimator, options = CONTENDERS[name]
     num_data = dataset.num_train
     pyro.clear_param_store()
@@ -204,7 +291,21 @@ def make_contender(name, dataset, config, device):
     )
     fetch = sampler.next  # (idx, x), as pyro-aevb train draws them
 
-    if kind == "aevb":
+    if kind in ("iwae", "plain-iwae"):
+        vae = burda_vae(dataset.x_dim).to(device)
+        if kind == "iwae":
+            method = IWAE(vae, num_particles=num_particles, weight_decay=0.0)
+            method.optim = method.svi.optim = _FusedAdam(IWAE_ADAM)  # Burda et al.'s optimizer for both contenders
+
+            def update(idx, x):
+                method.step(x, num_data=num_data)
+
+            what = f"IWAE, K = {num_particles}, fused Adam"
+        else:
+            optimizer = torch.optim.Adam(vae.parameters(), fused=True, **IWAE_ADAM)
+            update = _plain_update(optimizer, lambda x: plain_iwae_loss(vae, x, num_data, num_particles))
+            what = f"PyTorch IWAE loop, K = {num_particles}, torch.optim.Adam(fused=True)"
+    elif kind == "aevb":
         config.method_options = {k: v for k, v in options.items() if k != "flush"}
         method = METHODS[config.method](vae, config)
         if options.get("flush") is False:  # an ablation: subnormal weights left in place
@@ -218,14 +319,7 @@ def make_contender(name, dataset, config, device):
         }.get(next(iter(options), None), "")
     elif kind == "plain":
         optimizer = torch.optim.Adagrad(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay, **options)
-
-        def update(idx, x):
-            loss = plain_loss(vae, x, num_data, estimator)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss.item()
-
+        update = _plain_update(optimizer, lambda x: plain_loss(vae, x, num_data, estimator))
         what = "PyTorch loop, torch.optim.Adagrad(" + ("fused=True)" if options else "defaults)")
     else:
         elbo = TraceMeanField_ELBO() if estimator == "B" else Trace_ELBO()
@@ -302,7 +396,7 @@ def compare(args, device):
         config = TrainConfig(
             dataset=model, latent_dim=MODELS[model], seed=args.seed, device=str(device), batch_size=args.batch_size
         )
-        contenders = [make_contender(name, dataset, config, device) for name in args.contenders]
+        contenders = [make_contender(name, dataset, config, device, args.num_particles) for name in args.contenders]
         for c in contenders:  # warm-up, untimed: AEVB's first step is SVI's (with validation)
             c.run(args.warmup_steps, timed=False)
         for r in range(args.rounds):
@@ -311,7 +405,7 @@ def compare(args, device):
                 c.run(args.steps)
             print(f"{model} round {r + 1}/{args.rounds}: " + ", ".join(f"{c.name} {c.samples_per_s[-1]:,.0f}" for c in contenders), file=sys.stderr)
         x_test = dataset.eval_split("test", min(args.eval_points, dataset.test.shape[0]))
-        plain = {c.estimator: c for c in contenders if c.name in ("plain-B", "plain-A")}
+        plain = {c.estimator: c for c in contenders if c.name in ("plain-B", "plain-A", "plain-iwae")}
         results[model] = []
         for c in contenders:
             row = {
@@ -479,6 +573,7 @@ def parse_args(argv=None):
         help="untimed minibatches per contender first, past the start-up transient [200]",
     )
     parser.add_argument("--batch-size", type=int, default=100, help="minibatch size M [100, the paper's]")
+    parser.add_argument("--num-particles", type=int, default=5, help="K of the iwae contenders [5]")
     parser.add_argument("--eval-points", type=int, default=1000, help="test points for the final bound (at most the test set) [1000]")
     parser.add_argument("--samples", type=_count, help="instead: time `pyro-aevb train` on MNIST for this many samples, e.g. 1e6")
     parser.add_argument(

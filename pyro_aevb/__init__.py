@@ -11,6 +11,8 @@ from pyro_aevb.infer.ais import bdmc
 from pyro_aevb.data import DATASETS, Dataset, DataError, MinibatchSampler, load_dataset
 from pyro_aevb.errors import ConfigError, RunDirError, TrainingDiverged, UnsupportedModelError, UserError
 from pyro_aevb.infer.elbo import lower_bound, make_elbo
+from pyro_aevb.infer.iwae import IWAE
+from pyro_aevb.infer.rws import RWS
 from pyro_aevb.infer.marginal import log_marginal_likelihood
 from pyro_aevb.infer.mcem import MCEM, ImportanceMCEM
 from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, init_normal_
@@ -30,6 +32,7 @@ __all__ = [
     "Dataset",
     "GaussianMLPDecoder",
     "GaussianMLPEncoder",
+    "IWAE",
     "ImportanceMCEM",
     "LaplacePriorVAE",
     "MCEM",
@@ -37,6 +40,7 @@ __all__ = [
     "MinibatchSampler",
     "MixturePriorVAE",
     "PAPER_STEP_SIZES",
+    "RWS",
     "RunDirError",
     "StudentTVAE",
     "TrainConfig",

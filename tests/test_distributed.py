@@ -111,8 +111,10 @@ def test_a_job_refuses_what_it_cannot_shard(options, message, tmp_path):
         ["--samples", 1000, "--log-marginal", "is", "--log-marginal-points", 50,
          "--log-marginal-option", "num_samples=20"],
         ["--samples", 1000, "--method", "wake-sleep"],
+        ["--samples", 1000, "--method", "iwae", "--num-particles", 3],
+        ["--samples", 1000, "--method", "rws", "--num-particles", 3],
     ],
-    ids=["aevb+is", "wake-sleep"],
+    ids=["aevb+is", "wake-sleep", "iwae", "rws"],
 )
 def test_two_processes_equal_one(args, tmp_path):
     one = run(single(*TINY, *args, "--out", tmp_path / "one"))

@@ -68,11 +68,13 @@ def _add_train(sub):
     a("--latent-dim", type=int, help=f"N_z, the latent dimension [{d.latent_dim}]")
     a("--hidden", type=int, help=f"hidden units of encoder and decoder [{DEFAULT_HIDDEN}]")
     a("--method", choices=list(METHODS),
-      help="aevb: SGVB estimator B, analytic KL (Eq. 7 and 10); aevb-mc: estimator A (Eq. 6); others: baselines [aevb]")
+      help="aevb: SGVB estimator B, analytic KL (Eq. 7 and 10); aevb-mc: estimator A (Eq. 6); iwae: the "
+      "importance-weighted bound with K = --num-particles (method option gradient=dreg); rws: reweighted wake-sleep "
+      "(method option sleep_phi=true); others: baselines [aevb]")
     a("--samples", type=_count, help=f"training budget in samples seen, e.g. 1e6 [{d.samples:.0e}]")
     a("--lr", type=float, help=f"Adagrad step size; the paper chose from 0.01, 0.02, 0.1 [{d.lr}]")
     a("--batch-size", type=int, help=f"minibatch size M [{d.batch_size}]")
-    a("--num-particles", type=int, help=f"samples L of z per datapoint [{d.num_particles}]")
+    a("--num-particles", type=int, help=f"samples L of z per datapoint (K for iwae and rws) [{d.num_particles}]")
     a("--weight-decay", type=float, help=f"precision of the N(0, I/λ) prior on the parameters; 0 disables [{d.weight_decay}]")
     a("--num-train", type=_count, help="train on the first N training points only [all]")
     a("--seed", type=int, help=f"random seed [{d.seed}]")

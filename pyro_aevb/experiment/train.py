@@ -294,6 +294,8 @@ METHODS = {
     "wake-sleep": _method("pyro_aevb.infer.wake_sleep:WakeSleep"),
     "mcem": _method("pyro_aevb.infer.mcem:MCEM"),
     "mcem-is": _method("pyro_aevb.infer.mcem:ImportanceMCEM"),
+    "iwae": _method("pyro_aevb.infer.iwae:IWAE"),
+    "rws": _method("pyro_aevb.infer.rws:RWS"),
 }
 
 

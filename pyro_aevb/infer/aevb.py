@@ -32,6 +32,8 @@ setting, so that a model's mistakes surface there; later steps run without Pyro'
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """
 
+import functools
+
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -81,14 +83,25 @@ class AEVB:
                  fast_path=True):
         if estimator not in ("A", "B"):
             raise ValueError(f"estimator must be 'A' or 'B', got {estimator!r}")
+        self.estimator = estimator
+        elbo = make_elbo(estimator == "B", num_particles)
+        direct_loss = functools.partial(sgvb_loss, estimator=estimator, num_particles=elbo.num_particles)
+        self._build(model, guide, elbo, direct_loss, lr, weight_decay, fast_path)
+
+    def _build(self, model, guide, elbo, direct_loss, lr, weight_decay, fast_path):
+        """
+        The parts every method of this kind shares: the optimizer, :class:`~pyro.infer.SVI` on ``elbo``
+        (an object with Pyro's ELBO interface), and ``direct_loss(vae, x, num_data)``, the same objective
+        written out for the paper's own :class:`~pyro_aevb.models.vae.VAE` (the fast path).
+        """
         _check_optim(lr, weight_decay)
         self.model, self.guide, self.vae = model_and_guide(model, guide)
-        self.estimator = estimator
         self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
-        self.elbo = make_elbo(estimator == "B", num_particles)
+        self.elbo = elbo
         self.svi = SVI(per_datapoint(self.model), per_datapoint(self.guide), self.optim, self.elbo)
         self.num_particles = self.elbo.num_particles
         self.fast_path = bool(fast_path)
+        self._direct_loss = direct_loss
         self._first_step = True
         self._params = None  # the trained tensors on the direct path, once the first step has found them
 
@@ -97,7 +110,7 @@ class AEVB:
         """Whether the steps compute the estimator in closed form rather than through SVI (known after the first)."""
         return self._params is not None
 
-    def step(self, x, idx, num_data):
+    def step(self, x, idx=None, num_data=None):
         r"""
         One Adagrad step on the minibatch ``x`` (rows ``idx`` of a data set of size ``num_data``).
 
@@ -119,7 +132,7 @@ class AEVB:
             return self._direct_step(x, num_data)
 
     def _direct_step(self, x, num_data):
-        loss = sgvb_loss(self.vae, x, num_data, self.estimator, self.num_particles)
+        loss = self._direct_loss(self.vae, x, num_data)
         loss.backward()
         self.optim(self._params)
         for p in self._params:

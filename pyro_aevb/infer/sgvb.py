@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from pyro_aevb.models.nets import loc_and_log_var
 from pyro_aevb.models.vae import VAE
 
-__all__ = ["gaussian_neg_kl", "gaussian_neg_kl_log_var", "log_likelihood", "sgvb_loss"]
+__all__ = ["gaussian_neg_kl", "gaussian_neg_kl_log_var", "log_likelihood", "minibatch_scale", "sgvb_loss"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -86,6 +86,15 @@ def log_likelihood(vae, z, x):
     return -0.5 * (((x - x_loc) * torch.exp(-0.5 * x_log_var)).square() + x_log_var).sum(-1) - _HALF_LOG_2PI * x.shape[-1]
 
 
+def minibatch_scale(x, num_data=None):
+    """The scale :math:`N/M` of Eq. (8) of [1] for a minibatch ``x`` of ``M`` rows of a data set of ``N = num_data`` (1 without it)."""
+    if num_data is None:
+        return 1.0
+    if int(num_data) < x.shape[0]:
+        raise ValueError(f"num_data ({num_data}) is smaller than the minibatch ({x.shape[0]})")
+    return int(num_data) / x.shape[0]
+
+
 def sgvb_loss(vae, x, num_data=None, estimator="B", num_particles=1):
     r"""
     The negative SGVB estimate :math:`-\widetilde{\mathcal{L}}^A` (``estimator="A"``) or
@@ -103,12 +112,9 @@ def sgvb_loss(vae, x, num_data=None, estimator="B", num_particles=1):
         model) is not this estimator's: train it through :class:`~pyro.infer.SVI`, as
         :class:`~pyro_aevb.infer.aevb.AEVB` does.
     """
-    batch_size = x.shape[0]
-    if num_data is not None and int(num_data) < batch_size:
-        raise ValueError(f"num_data ({num_data}) is smaller than the minibatch ({batch_size})")
+    scale = minibatch_scale(x, num_data)
     if estimator not in ("A", "B"):
         raise ValueError(f"estimator must be 'A' or 'B', got {estimator!r}")
-    scale = 1.0 if num_data is None else int(num_data) / batch_size
     z_loc, z_log_var = loc_and_log_var(vae.encoder, x)
     shape = z_loc.shape if num_particles == 1 else (num_particles,) + z_loc.shape
     eps = z_loc.new_empty(shape).normal_()  # the call LogScaleNormal.rsample makes, so the guide's draws

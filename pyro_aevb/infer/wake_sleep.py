@@ -39,7 +39,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from pyro_aevb.infer.aevb import _check_optim, _direct_params
-from pyro_aevb.infer.sgvb import log_likelihood
+from pyro_aevb.infer.sgvb import log_likelihood, minibatch_scale
 from pyro_aevb.models.nets import loc_and_log_var
 from pyro_aevb.infer.sites import check_model, model_and_guide, paper_vae, per_datapoint
 from pyro_aevb.optim import FusedAdagrad
@@ -118,15 +118,6 @@ def sleep_loss(model, guide, x, num_data=None, space=None):
 _SLEEP = "wake-sleep's sleep phase, which feeds the guide the model's fantasy of x (train it with AEVB or MCEM),"
 
 
-def _scale(x, num_data):
-    """The minibatch scale N/M (1 without ``num_data``), checked as :func:`~pyro_aevb.models.vae.data_plate` checks it."""
-    if num_data is None:
-        return 1.0
-    if int(num_data) < x.shape[0]:
-        raise ValueError(f"num_data ({num_data}) is smaller than the minibatch ({x.shape[0]})")
-    return int(num_data) / x.shape[0]
-
-
 def direct_wake_loss(vae, x, num_data=None):
     r"""
     :func:`wake_loss` for a :class:`~pyro_aevb.models.vae.VAE` with the class's ``model`` and ``guide``,
@@ -137,7 +128,7 @@ def direct_wake_loss(vae, x, num_data=None):
         z_loc, z_log_var = loc_and_log_var(vae.encoder, x)
         z = z_loc + z_loc.new_empty(z_loc.shape).normal_() * torch.exp(0.5 * z_log_var)
     log_prior = -0.5 * (z**2).sum() - _HALF_LOG_2PI * z.numel()
-    return -_scale(x, num_data) * (log_prior + log_likelihood(vae, z, x).sum())
+    return -minibatch_scale(x, num_data) * (log_prior + log_likelihood(vae, z, x).sum())
 
 
 def direct_sleep_loss(vae, x, num_data=None):
@@ -154,7 +145,7 @@ def direct_sleep_loss(vae, x, num_data=None):
     z_loc, z_log_var = loc_and_log_var(vae.encoder, fantasy)
     log_scale = 0.5 * z_log_var  # the guide's LogScaleNormal: no log of an exponential
     log_q = (-0.5 * ((z - z_loc) * torch.exp(-log_scale)) ** 2 - log_scale).sum() - _HALF_LOG_2PI * z.numel()
-    return -_scale(x, num_data) * log_q
+    return -minibatch_scale(x, num_data) * log_q
 
 
 def _descend(optim, loss, trace):
