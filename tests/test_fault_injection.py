@@ -6,7 +6,8 @@ that a resume after the fault is removed ends with the same metrics and paramete
 uninterrupted run. The faults: SIGKILL at named points of the run (test-only hook
 ``PYRO_AEVB_FAULT_KILL_AT``), a full disk (a small tmpfs), a read-only run folder (a read-only bind
 mount), a removed run folder (the last three under a run paused at a step with SIGSTOP), damaged
-metrics.csv, config.json and checkpoint.pt, and failed writes that cannot be made real cheaply (an
+metrics.csv, config.json and checkpoint.pt (truncated, emptied, or one byte of a parameter's data flipped,
+which ``torch.load`` reads without an error), and failed writes that cannot be made real cheaply (an
 I/O error, the plots, the evaluate output) through mocks of the write calls.
 
 The model is tiny (mnist5k, Nz = 2, 20 hidden units, 3,000 samples: 30 steps, checkpoints every 500
@@ -20,10 +21,12 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -37,11 +40,11 @@ ARGS = ["--dataset", "mnist5k", "--latent-dim", 2, "--hidden", 20, "--samples", 
 CONFIG = dict(dataset="mnist5k", latent_dim=2, hidden=20, samples=3000, eval_points=4, eval_train_points=100,
               checkpoint_every=500)
 
-#: Kill points of the default suite: 8 moments (inside checkpoint writes and between the renames of the
-#: rotation, in the middle of a metrics row, at the start of evaluations, between steps, and inside
+#: Kill points of the default suite: 9 moments (inside checkpoint writes, between the renames of the
+#: rotation, before the new generation's digest is recorded alone, in the middle of a metrics row, at the start of evaluations, between steps, and inside
 #: the final checkpoint). ``KILL_POINTS_SLOW`` adds 10 more under the slow marker.
-KILL_POINTS = ["checkpoint-write:1", "checkpoint-rotate:3", "metrics-row:1", "metrics-row:3", "evaluate:2",
-               "step:8", "step:22", "checkpoint-write:7"]
+KILL_POINTS = ["checkpoint-write:1", "checkpoint-rotate:3", "checkpoint-digest:4", "metrics-row:1", "metrics-row:3",
+               "evaluate:2", "step:8", "step:22", "checkpoint-write:7"]
 KILL_POINTS_SLOW = ["checkpoint-write:2", "checkpoint-write:4", "checkpoint-write:6", "checkpoint-rotate:2",
                     "checkpoint-rotate:7", "metrics-row:2", "metrics-row:4", "evaluate:1", "evaluate:4", "step:15"]
 
@@ -371,13 +374,83 @@ def test_damaged_checkpoint_falls_back_to_the_previous_generation(partial, refer
     assert (partial / "checkpoint.damaged.pt").exists(), "the damaged file is kept for inspection"
 
 
-def test_both_generations_damaged_is_refused_cleanly(partial):
+@pytest.mark.parametrize("damage", ["not-a-zip", "flipped-byte"])
+def test_both_generations_damaged_is_refused_cleanly(partial, damage):
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
-        (partial / name).write_bytes(b"PK\x03\x04 not much of a zip")
+        if damage == "flipped-byte":
+            flip_a_parameter_byte(partial / name)
+        else:
+            (partial / name).write_bytes(b"PK\x03\x04 not much of a zip")
     for result in (resume(partial), cli("evaluate", partial, "--estimator", "is", "--num-points", 5)):
         assert result.returncode == 2, result.stderr[-3000:]
         no_traceback(result)
         assert "checkpoint.pt" in result.stderr and "damaged too" in result.stderr, result.stderr
+        assert "checkpoint.prev.pt" in result.stderr, result.stderr
+
+
+#: The parameter whose data the byte-flip tests change: the decoder's output weights as the param store
+#: holds them, the copy that a resumed run and load_run put in place last.
+FLIPPED = "decoder$$$loc.weight"
+
+
+def flip_a_parameter_byte(path):
+    """
+    Flip one bit of one byte in the middle of :data:`FLIPPED`'s data in the checkpoint ``path``, found
+    through the zip archive's entries and their local headers; the archive stays well-formed.
+
+    :returns: the state as ``torch.load`` read it before the flip.
+    """
+    state = torch.load(path, weights_only=True)
+    wanted = state["param_store"]["params"][FLIPPED].numpy().tobytes()
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        # The module's state_dict holds the same values, stored first: the param store's copy is the last.
+        entry = [info for info in archive.infolist() if "/data/" in info.filename and archive.read(info) == wanted][-1]
+    name_length, extra_length = struct.unpack("<HH", data[entry.header_offset + 26 : entry.header_offset + 30])
+    start = entry.header_offset + 30 + name_length + extra_length
+    assert data[start : start + len(wanted)] == wanted, "the tensor's bytes are not where the zip header says"
+    data[start + len(wanted) // 2 + 3] ^= 0x01  # a float32's exponent: the value doubles or halves
+    path.write_bytes(bytes(data))
+    return state
+
+
+def test_flipped_byte_in_a_parameter_is_caught_and_the_previous_generation_used(partial, reference):
+    before = flip_a_parameter_byte(partial / "checkpoint.pt")
+    # What is guarded against: torch.load reads the changed file without complaint, one value changed.
+    changed = torch.load(partial / "checkpoint.pt", weights_only=True)["param_store"]["params"][FLIPPED]
+    differs = changed != before["param_store"]["params"][FLIPPED]
+    assert int(differs.sum()) == 1, "the flip should change exactly one value, silently"
+
+    evaluated = cli("evaluate", partial, "--estimator", "is", "--num-points", 5, "--num-samples", 5)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    no_traceback(evaluated)
+    assert "checkpoint.pt" in evaluated.stderr and "does not match the sha256" in evaluated.stderr, evaluated.stderr
+    assert "using the earlier checkpoint checkpoint.prev.pt, at 1,000 samples" in evaluated.stderr, evaluated.stderr
+
+    previous = torch.load(partial / "checkpoint.prev.pt", weights_only=True)["param_store"]["params"]
+    with pytest.warns(UserWarning, match="does not match the sha256"):
+        loaded = load_run(partial)
+    assert torch.equal(loaded.decoder.loc.weight, previous[FLIPPED]), "load_run did not use checkpoint.prev.pt"
+
+    notes = _finish_and_compare(partial, reference, "does not match the sha256 digest",
+                                "using the earlier checkpoint checkpoint.prev.pt, at 1,000 samples")
+    assert str(partial / "checkpoint.pt") in notes, notes
+    assert (partial / "checkpoint.damaged.pt").exists(), "the damaged file is kept for inspection"
+
+
+def test_checkpoint_without_a_digest_loads_with_one_note(partial, reference):
+    """A run folder written before digests were recorded (no checksums.json) loads and resumes, saying so once."""
+    (partial / "checksums.json").unlink()
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_run(partial)
+    notes = [str(w.message) for w in caught]
+    assert len(notes) == 1 and "checkpoint.pt" in notes[0] and "cannot be verified" in notes[0], notes
+    notes = _finish_and_compare(partial, reference, "cannot be verified")
+    assert notes.count("cannot be verified") == 1, notes
+    assert "checkpoint.pt" in json.loads((partial / "checksums.json").read_text())["sha256"], "digests recorded again"
 
 
 def test_reproduce_goes_on_past_a_damaged_run_and_names_it(tmp_path):

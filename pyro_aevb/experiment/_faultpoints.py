@@ -10,6 +10,7 @@ variable is read once, when this module is imported; unset (always, outside the 
 
 Points: ``checkpoint-write`` (half of the new checkpoint's bytes written to its temporary file),
 ``checkpoint-rotate`` (the previous generation renamed, the new one not yet in place),
+``checkpoint-digest`` (the new one in place, its digest not yet recorded as the only one it may hold),
 ``metrics-row`` (half of a metrics row written to ``metrics.csv``), ``evaluate`` (at the start of an
 evaluation) and ``step`` (after a training step).
 """
@@ -19,7 +20,7 @@ import signal
 
 __all__ = ["POINTS", "reached"]
 
-POINTS = ("checkpoint-write", "checkpoint-rotate", "metrics-row", "evaluate", "step")
+POINTS = ("checkpoint-write", "checkpoint-rotate", "checkpoint-digest", "metrics-row", "evaluate", "step")
 
 
 def _parse(text):
