@@ -20,6 +20,7 @@ from torch.distributions import constraints
 
 from pyro_aevb import TrainConfig, load_run, train
 from pyro_aevb.errors import CheckpointError, UnsafeCheckpoint
+from pyro_aevb.experiment import checksums
 from pyro_aevb.experiment.checkpoint import (
     CONSTRAINTS, _SINGLETONS, decode_constraint, encode_constraint, get_param_store_state, get_rng_state,
     load_checkpoint, set_rng_state,
@@ -180,14 +181,20 @@ def good_run(tmp_path_factory):
     return out
 
 
-def _tamper(run, marker, how):
-    path = run / "checkpoint.pt"
+def _tamper(run, marker, how, name="checkpoint.pt", record=True):
+    """
+    Put a payload into a checkpoint. With ``record``, its digest is recorded too, as whoever can write
+    the folder can (a sha256 is no signature): what refuses it then is the reading as data only.
+    """
+    path = run / name
     if how == "torch":  # a checkpoint as torch.save writes it, with a payload among the data
         state = torch.load(path, weights_only=True)
         state["method"]["extra"] = _Payload(marker)
         torch.save(state, path)
     else:  # a bare pickle
         path.write_bytes(pickle.dumps({"format": 2, "samples": 0, "x": _Payload(marker)}))
+    if record:
+        checksums.record(path, checksums.digest(path.read_bytes()))
     assert not marker.exists()
 
 
@@ -237,13 +244,24 @@ def test_tampered_previous_generation_refused_when_the_newest_is_damaged(good_ru
     run = tmp_path / "run"
     shutil.copytree(good_run, run)
     marker = tmp_path / "MARKER"
-    shutil.copy(run / "checkpoint.pt", run / "checkpoint.prev.pt")
     (run / "checkpoint.pt").write_bytes(b"")
-    state = torch.load(run / "checkpoint.prev.pt", weights_only=True)
-    state["rng"] = _Payload(marker)
-    torch.save(state, run / "checkpoint.prev.pt")
+    _tamper(run, marker, "torch", name="checkpoint.prev.pt")
     with pytest.raises(UnsafeCheckpoint):
         load_run(run)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["torch", "pickle"])
+def test_tampered_checkpoint_without_its_digest_is_never_read(good_run, tmp_path, how):
+    """Changed after it was written and not recorded again: refused by its digest before it is read; the previous generation is used."""
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    marker = tmp_path / "MARKER"
+    _tamper(run, marker, how, record=False)
+    with pytest.warns(UserWarning, match="does not match the sha256 digest.*using the earlier checkpoint checkpoint.prev.pt"):
+        vae = load_run(run)
+    previous = load_checkpoint(run / "checkpoint.prev.pt")["vae"]
+    assert all(torch.equal(vae.state_dict()[k], v) for k, v in previous.items()), "not the previous generation"
     assert not marker.exists()
 
 
@@ -278,6 +296,7 @@ def test_old_format_is_named_and_converted_only_with_trust(good_run, tmp_path):
     legacy["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     del legacy["metrics"], legacy["config"]
     torch.save(legacy, run / "checkpoint.pt")
+    (run / "checksums.json").unlink()  # written before digests were recorded
     with pytest.raises(UnsafeCheckpoint, match="convert-checkpoint"):
         load_run(run)
     result = _cli("convert-checkpoint", run)

@@ -528,3 +528,143 @@ def test_reproduce_writes_what_it_can_and_names_the_damaged_run(tmp_path, monkey
     monkeypatch.setattr(reproduce_module, "_table", _fail(errno.ENOSPC))
     with pytest.raises(UserError, match="could not write the results of figure2 .*the disk is full.*The runs are trained"):
         reproduce_module.reproduce("figure2", out=tmp_path, jobs=1, log=lambda line: None)
+
+
+# -- faults under torchrun: two CPU processes (gloo) ---------------------------------------------------
+
+
+def _torchrun_command(out, logs, *extra):
+    """``torchrun`` of two processes training ``ARGS`` into ``out``; each rank's output goes to its own file under ``logs``."""
+    return [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node=2", "--standalone",
+            "--log-dir", str(logs), "--redirects", "3", "-m", "pyro_aevb", "train", *map(str, ARGS), "--out", str(out),
+            *extra]
+
+
+def _rank_stderr(logs):
+    """What each rank wrote to stderr, by rank (the launcher's own report goes to the launcher's stderr)."""
+    return {int(p.parent.name): p.read_text() for p in sorted(Path(logs).glob("*/attempt_*/*/stderr.log"))}
+
+
+def _workers(launcher):
+    """``{rank: pid}`` of the launcher's worker processes."""
+    found = {}
+    for task in Path(f"/proc/{launcher}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ranks = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"RANK=")]
+            if ranks:
+                found[int(ranks[0])] = int(pid)
+    return found
+
+
+def _alive(pid):
+    return _state(pid) not in (None, "Z")
+
+
+@contextlib.contextmanager
+def torchrun_job(out, logs, pause=None, wait=120, env=None):
+    """
+    Start a job of two processes; with ``pause=(rank, step)`` that rank stops itself (SIGSTOP) after
+    ``step`` and the context yields while it is stopped. On leaving, the stopped rank is let go on
+    (SIGCONT) and the launcher is given ``wait`` seconds to end. Yields a dict that then holds the
+    launcher's ``returncode``, the ``seconds`` it took to end, its ``stderr``, each rank's (``ranks``) and
+    whether any worker was still ``alive`` once it had ended.
+    """
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    environ.pop("PYRO_AEVB_FAULT_KILL_AT", None)
+    if pause is not None:
+        environ.update(PYRO_AEVB_FAULT_KILL_AT=f"step:{pause[1]}:STOP", PYRO_AEVB_FAULT_RANK=str(pause[0]))
+    proc = subprocess.Popen(_torchrun_command(out, logs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environ)
+    job = {"launcher": proc.pid, "workers": {}}
+    start = time.time()
+    try:
+        while len(job["workers"]) < 2 or (pause and _state(job["workers"][pause[0]]) != "T"):
+            if proc.poll() is not None or time.time() - start > 180:
+                pytest.fail(f"the job did not start or did not stop where asked: {proc.communicate()[1][-3000:]}")
+            job["workers"] = _workers(proc.pid)
+            time.sleep(0.05)
+        yield job
+    finally:
+        ended = time.time()
+        for pid in job["workers"].values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        try:
+            job["stdout"], job["stderr"] = proc.communicate(timeout=wait)
+        except subprocess.TimeoutExpired:
+            for pid in [*job["workers"].values(), proc.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.communicate()
+            job["stderr"] = f"the job did not end within {wait} s"
+        job["seconds"] = time.time() - ended
+        job["returncode"] = proc.returncode
+        job["alive"] = [rank for rank, pid in job["workers"].items() if _alive(pid)]
+        job["ranks"] = _rank_stderr(logs)
+
+
+def torchrun_resume(out, logs):
+    environ = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environ.pop("PYRO_AEVB_FAULT_KILL_AT", None)
+    done = subprocess.run(_torchrun_command(out, logs, "--resume"), capture_output=True, text=True, timeout=240,
+                          env=environ)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank, text in _rank_stderr(logs).items():
+        assert "Traceback" not in text, f"rank {rank}: {text[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def torchrun_reference(tmp_path_factory):
+    """The run of two processes, never stopped: what every faulted job must end with, bit for bit, once resumed."""
+    folder = tmp_path_factory.mktemp("torchrun-reference")
+    with torchrun_job(folder / "run", folder / "logs") as job:
+        pass
+    assert job["returncode"] == 0, job["stderr"][-3000:]
+    return folder / "run"
+
+
+@pytest.mark.parametrize("rank", [1, 0])
+def test_a_rank_killed_mid_run_ends_the_job_and_resumes_exactly(rank, torchrun_reference, tmp_path):
+    out = tmp_path / "run"
+    with torchrun_job(out, tmp_path / "logs", pause=(rank, 12), wait=60) as job:  # checkpoints at 500 and 1,000
+        os.kill(job["workers"][rank], signal.SIGKILL)
+    assert job["seconds"] < 60, f"the job took {job['seconds']:.0f} s to end: {job['stderr'][-2000:]}"
+    assert job["returncode"] != 0 and not job["alive"], (job["returncode"], job["alive"], job["stderr"][-2000:])
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["samples"] == 1000
+    torchrun_resume(out, tmp_path / "logs-resumed")
+    assert_same_run(out, torchrun_reference)
+
+
+def test_sigterm_to_the_launcher_stops_every_rank_with_a_checkpoint(torchrun_reference, tmp_path):
+    out = tmp_path / "run"
+    # Rank 0 waits after step 12 while the signal is sent, so that the job stops at a known step: both
+    # ranks see the signal before step 13's stop flag is summed.
+    with torchrun_job(out, tmp_path / "logs", pause=(0, 12), wait=60) as job:
+        os.kill(job["launcher"], signal.SIGTERM)
+        time.sleep(0.5)
+    assert job["returncode"] != 0 and not job["alive"], (job["returncode"], job["alive"], job["stderr"][-2000:])
+    assert sorted(job["ranks"]) == [0, 1], job["ranks"]
+    for rank, text in job["ranks"].items():
+        assert "interrupted at 1300 samples; checkpoint saved" in text and "Traceback" not in text, f"rank {rank}: {text}"
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["samples"] == 1300
+    torchrun_resume(out, tmp_path / "logs-resumed")
+    assert_same_run(out, torchrun_reference)
+
+
+def test_disk_full_on_rank_0_stops_every_rank_with_the_message(small_disk, torchrun_reference, tmp_path):
+    out = small_disk / "run"
+    with torchrun_job(out, tmp_path / "logs", pause=(0, 19)) as job:  # the next write is the checkpoint at 2,000
+        filler = _fill(small_disk)
+    assert job["returncode"] != 0 and not job["alive"], (job["returncode"], job["alive"], job["stderr"][-2000:])
+    assert sorted(job["ranks"]) == [0, 1], job["ranks"]
+    for rank, text in job["ranks"].items():
+        assert "Traceback" not in text, f"rank {rank}: {text[-3000:]}"
+        assert "could not write the checkpoint" in text and "the disk is full" in text, f"rank {rank}: {text}"
+        assert "1,500 samples, is intact" in text, f"rank {rank}: {text}"
+    filler.unlink()
+    torchrun_resume(out, tmp_path / "logs-resumed")
+    assert_same_run(out, torchrun_reference)

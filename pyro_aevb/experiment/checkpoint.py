@@ -29,6 +29,7 @@ import os
 import pickle
 import random
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -335,8 +336,11 @@ def _write_temp(data, path, point=None):
     return tmp
 
 
-def atomic_save(obj, path):
-    """``torch.save`` ``obj`` to ``path`` atomically (no previous generation kept); returns the file's sha256."""
+def atomic_save(obj, path, digest=False):
+    """
+    ``torch.save`` ``obj`` to ``path`` atomically (no previous generation kept); with ``digest``,
+    returns the file's sha256.
+    """
     path = Path(path)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -347,7 +351,7 @@ def atomic_save(obj, path):
         _unlink(tmp)
         raise
     _fsync_dir(path.parent)
-    return checksums.digest(buffer.getbuffer())
+    return checksums.digest(buffer.getbuffer()) if digest else None
 
 
 def save_checkpoint(state, path):
@@ -362,12 +366,24 @@ def save_checkpoint(state, path):
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getbuffer()
-    new_digest = checksums.digest(data)  # of the bytes meant to be written, not of those on the disk
-    tmp = _write_temp(data, path, point="checkpoint-write")
     prev = previous_path(path)
-    try:
+
+    def record():
+        # The digest of the bytes meant to be written, not of those on the disk; recorded, and flushed,
+        # before the renames. hashlib lets go of the GIL: this runs while the file is written and flushed.
+        new_digest = checksums.digest(data)
         prev_digests = checksums.before_rotation(path, prev, new_digest)
-        _fsync_dir(path.parent)  # the record reaches the disk before the renames it allows
+        _fsync_dir(path.parent)
+        return new_digest, prev_digests
+
+    recording = _Background(record)
+    try:
+        tmp = _write_temp(data, path, point="checkpoint-write")
+    except BaseException:
+        recording.join()
+        raise
+    try:
+        new_digest, prev_digests = recording.result()
         if path.exists():
             _keep_previous(path)
         faultpoints.reached("checkpoint-rotate")
@@ -378,6 +394,28 @@ def save_checkpoint(state, path):
     faultpoints.reached("checkpoint-digest")
     checksums.after_rotation(path, prev, new_digest, prev_digests)
     _fsync_dir(path.parent)
+
+
+class _Background(threading.Thread):
+    """``fn(*args)`` in a thread; :meth:`result` waits for it and returns its value or raises its error."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self._call, self._value, self._error = (fn, args), None, None
+        self.start()
+
+    def run(self):
+        fn, args = self._call
+        try:
+            self._value = fn(*args)
+        except BaseException as e:  # handed to the caller of result()
+            self._error = e
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _keep_previous(path):
@@ -566,7 +604,7 @@ def convert_legacy(path):
     state = _to_data(state)
     state["format"] = FORMAT
     check_data_only(state, f"{path} converted")
-    checksums.record(path, atomic_save(state, path))
+    checksums.record(path, atomic_save(state, path, digest=True))
     return True
 
 

@@ -61,15 +61,16 @@ def _read(folder):
     return table, None
 
 
-def _write(folder, table):
-    """Replace the record atomically (the caller flushes the folder)."""
+def _write(folder, table, durable=True):
+    """Replace the record atomically (the caller flushes the folder); ``durable``: flushed to disk first."""
     path = Path(folder) / FILE_NAME
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{FILE_NAME}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps({"sha256": table}, indent=1, sort_keys=True) + "\n")
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -109,13 +110,16 @@ def before_rotation(path, previous, new_digest):
 
 
 def after_rotation(path, previous, new_digest, previous_digests):
-    """Record the digests ``path`` and ``previous`` hold once the rotation is done."""
+    """
+    Record the digests ``path`` and ``previous`` hold once the rotation is done. Not flushed on its
+    own: if it is lost, the record of :func:`before_rotation` allows what the files hold.
+    """
     table, _ = _read(Path(path).parent)
     table = dict(table or {})
     table[Path(path).name] = [new_digest]
     if previous_digests:
         table[Path(previous).name] = previous_digests
-    _write(Path(path).parent, table)
+    _write(Path(path).parent, table, durable=False)
 
 
 def record(path, new_digest):
