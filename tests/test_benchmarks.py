@@ -128,3 +128,12 @@ def test_bdmc_benchmark_brackets(capsys):
     row = capsys.readouterr().out.strip().splitlines()[-1]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[0] == "5" and float(cells[3]) > 0, f"a gap > 0 expected at T = 5: {row}"
+
+
+def test_checksum_benchmark_runs(tmp_path):
+    """The digests' cost is measured on a real checkpoint; a save with digests includes the hash's bytes."""
+    bench = _script("bench_checksum")
+    medians = _main(bench, ["--dataset", "mnist5k", "--hidden", "20", "--latent-dim", "2", "--repeats", "1",
+                            "--out", str(tmp_path / "checksum.json")])
+    assert medians["bytes"] > 0 and all(medians[k] > 0 for k in ("serialize", "sha256", "record", "save", "plain", "load"))
+    assert json.loads((tmp_path / "checksum.json").read_text())["bytes"] == medians["bytes"]
