@@ -565,11 +565,11 @@ def _alive(pid):
 
 
 @contextlib.contextmanager
-def torchrun_job(out, logs, pause=None, wait=120, env=None):
+def torchrun_job(out, logs, pause=None, wait=120, env=None, resume_paused=True):
     """
     Start a job of two processes; with ``pause=(rank, step)`` that rank stops itself (SIGSTOP) after
     ``step`` and the context yields while it is stopped. On leaving, the stopped rank is let go on
-    (SIGCONT) and the launcher is given ``wait`` seconds to end. Yields a dict that then holds the
+    (SIGCONT; not with ``resume_paused=False``) and the launcher is given ``wait`` seconds to end. Yields a dict that then holds the
     launcher's ``returncode``, the ``seconds`` it took to end, its ``stderr``, each rank's (``ranks``) and
     whether any worker was still ``alive`` once it had ended.
     """
@@ -590,7 +590,7 @@ def torchrun_job(out, logs, pause=None, wait=120, env=None):
         yield job
     finally:
         ended = time.time()
-        for pid in job["workers"].values():
+        for pid in job["workers"].values() if resume_paused else []:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         try:
@@ -668,3 +668,16 @@ def test_disk_full_on_rank_0_stops_every_rank_with_the_message(small_disk, torch
     filler.unlink()
     torchrun_resume(out, tmp_path / "logs-resumed")
     assert_same_run(out, torchrun_reference)
+
+
+def test_a_stalled_rank_ends_the_job_after_the_collective_timeout(tmp_path):
+    """A rank stopped for good (SIGSTOP) and never let go on: the other fails after $PYRO_AEVB_DIST_TIMEOUT."""
+    out = tmp_path / "run"
+    # 5 s of timeout, then torchrun's 30 s of grace before it SIGKILLs the stalled rank.
+    with torchrun_job(out, tmp_path / "logs", pause=(1, 12), wait=60, env={"PYRO_AEVB_DIST_TIMEOUT": "5"},
+                      resume_paused=False) as job:
+        pass
+    assert job["seconds"] < 60, f"the job took {job['seconds']:.0f} s to end: {job['stderr'][-2000:]}"
+    assert job["returncode"] != 0 and not job["alive"], (job["returncode"], job["alive"], job["stderr"][-2000:])
+    assert "Timed out" in job["ranks"][0], job["ranks"][0][-2000:]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["samples"] == 1000
