@@ -307,3 +307,53 @@ def test_old_format_is_named_and_converted_only_with_trust(good_run, tmp_path):
     assert all(torch.equal(params[k], expected[k]) for k in expected)
     resumed = _cli("train", "--out", run, "--resume", "--samples", 1500, "--no-progress")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+# -- digests ---------------------------------------------------------------------------------------
+
+
+def _bytes(samples):
+    buffer = io.BytesIO()
+    torch.save({"format": 2, "samples": samples, "w": torch.full((100,), float(samples))}, buffer)
+    return buffer.getvalue()
+
+
+def test_every_moment_of_a_rotation_leaves_each_file_verified(tmp_path):
+    """
+    Between the two records of a rotation each name may hold its old or its new bytes, and verifies
+    either way; once it is done only the new bytes do, and a torn copy of them never does.
+    """
+    from pyro_aevb.errors import DamagedCheckpoint
+    from pyro_aevb.experiment.checkpoint import previous_path, save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    prev = previous_path(path)
+    for samples in (1, 2):
+        save_checkpoint({"format": 2, "samples": samples, "w": torch.full((100,), float(samples))}, path)
+    current, before, new = path.read_bytes(), prev.read_bytes(), _bytes(3)
+    assert checksums.verify(path, current) is None and checksums.verify(prev, before) is None
+    after = checksums.before_rotation(path, prev, checksums.digest(new))
+    moments = {"not yet renamed": (current, before), "previous replaced": (current, current), "new in place": (new, current)}
+    for moment, (at_path, at_prev) in moments.items():
+        assert checksums.verify(path, at_path) is None, f"{moment}: checkpoint.pt refused"
+        assert checksums.verify(prev, at_prev) is None, f"{moment}: checkpoint.prev.pt refused"
+    checksums.after_rotation(path, prev, checksums.digest(new), after)
+    assert checksums.verify(path, new) is None and checksums.verify(prev, current) is None
+    for name, data in [("the old bytes", current), ("a torn write", new[: len(new) // 2]), ("a flipped bit", new[:-1] + bytes([new[-1] ^ 1]))]:
+        with pytest.raises(DamagedCheckpoint, match="does not match the sha256"):
+            checksums.verify(path, data)
+            pytest.fail(f"{name} verified")
+
+
+def test_a_file_without_a_recorded_digest_is_read_with_a_note(tmp_path):
+    from pyro_aevb.experiment.checkpoint import load_checkpoint as load
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(_bytes(5))
+    notes = []
+    assert load(path, log=notes.append)["samples"] == 5
+    assert len(notes) == 1 and "cannot be verified" in notes[0] and str(path) in notes[0], notes
+    (tmp_path / checksums.FILE_NAME).write_text("{ not json")
+    notes.clear()
+    assert load(path, log=notes.append)["samples"] == 5
+    assert len(notes) == 1 and "checksums.json is damaged" in notes[0], notes
