@@ -152,3 +152,12 @@ def test_iwae_contenders_train_the_same_objective(shared_data, tmp_path):
                   "--contenders", "iwae", "plain-iwae", "--data-dir", str(shared_data), "--out", str(out)])
     rows = {row["name"]: row for row in json.loads(out.read_text())["results"]["frey"]}
     assert rows["iwae"]["ratio"] > 0 and rows["plain-iwae"]["ratio"] == 1.0
+
+
+def test_checksum_benchmark_runs(tmp_path):
+    """The digests' cost is measured on a real checkpoint; a save with digests includes the hash's bytes."""
+    bench = _script("bench_checksum")
+    medians = _main(bench, ["--dataset", "mnist5k", "--hidden", "20", "--latent-dim", "2", "--repeats", "1",
+                            "--out", str(tmp_path / "checksum.json")])
+    assert medians["bytes"] > 0 and all(medians[k] > 0 for k in ("serialize", "sha256", "record", "save", "plain", "load"))
+    assert json.loads((tmp_path / "checksum.json").read_text())["bytes"] == medians["bytes"]

@@ -20,6 +20,7 @@ from torch.distributions import constraints
 
 from pyro_aevb import TrainConfig, load_run, train
 from pyro_aevb.errors import CheckpointError, UnsafeCheckpoint
+from pyro_aevb.experiment import checksums
 from pyro_aevb.experiment.checkpoint import (
     CONSTRAINTS, _SINGLETONS, decode_constraint, encode_constraint, get_param_store_state, get_rng_state,
     load_checkpoint, set_rng_state,
@@ -180,14 +181,20 @@ def good_run(tmp_path_factory):
     return out
 
 
-def _tamper(run, marker, how):
-    path = run / "checkpoint.pt"
+def _tamper(run, marker, how, name="checkpoint.pt", record=True):
+    """
+    Put a payload into a checkpoint. With ``record``, its digest is recorded too, as whoever can write
+    the folder can (a sha256 is no signature): what refuses it then is the reading as data only.
+    """
+    path = run / name
     if how == "torch":  # a checkpoint as torch.save writes it, with a payload among the data
         state = torch.load(path, weights_only=True)
         state["method"]["extra"] = _Payload(marker)
         torch.save(state, path)
     else:  # a bare pickle
         path.write_bytes(pickle.dumps({"format": 2, "samples": 0, "x": _Payload(marker)}))
+    if record:
+        checksums.record(path, checksums.digest(path.read_bytes()))
     assert not marker.exists()
 
 
@@ -237,13 +244,24 @@ def test_tampered_previous_generation_refused_when_the_newest_is_damaged(good_ru
     run = tmp_path / "run"
     shutil.copytree(good_run, run)
     marker = tmp_path / "MARKER"
-    shutil.copy(run / "checkpoint.pt", run / "checkpoint.prev.pt")
     (run / "checkpoint.pt").write_bytes(b"")
-    state = torch.load(run / "checkpoint.prev.pt", weights_only=True)
-    state["rng"] = _Payload(marker)
-    torch.save(state, run / "checkpoint.prev.pt")
+    _tamper(run, marker, "torch", name="checkpoint.prev.pt")
     with pytest.raises(UnsafeCheckpoint):
         load_run(run)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["torch", "pickle"])
+def test_tampered_checkpoint_without_its_digest_is_never_read(good_run, tmp_path, how):
+    """Changed after it was written and not recorded again: refused by its digest before it is read; the previous generation is used."""
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    marker = tmp_path / "MARKER"
+    _tamper(run, marker, how, record=False)
+    with pytest.warns(UserWarning, match="does not match the sha256 digest.*using the earlier checkpoint checkpoint.prev.pt"):
+        vae = load_run(run)
+    previous = load_checkpoint(run / "checkpoint.prev.pt")["vae"]
+    assert all(torch.equal(vae.state_dict()[k], v) for k, v in previous.items()), "not the previous generation"
     assert not marker.exists()
 
 
@@ -278,6 +296,7 @@ def test_old_format_is_named_and_converted_only_with_trust(good_run, tmp_path):
     legacy["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     del legacy["metrics"], legacy["config"]
     torch.save(legacy, run / "checkpoint.pt")
+    (run / "checksums.json").unlink()  # written before digests were recorded
     with pytest.raises(UnsafeCheckpoint, match="convert-checkpoint"):
         load_run(run)
     result = _cli("convert-checkpoint", run)
@@ -288,3 +307,53 @@ def test_old_format_is_named_and_converted_only_with_trust(good_run, tmp_path):
     assert all(torch.equal(params[k], expected[k]) for k in expected)
     resumed = _cli("train", "--out", run, "--resume", "--samples", 1500, "--no-progress")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+# -- digests ---------------------------------------------------------------------------------------
+
+
+def _bytes(samples):
+    buffer = io.BytesIO()
+    torch.save({"format": 2, "samples": samples, "w": torch.full((100,), float(samples))}, buffer)
+    return buffer.getvalue()
+
+
+def test_every_moment_of_a_rotation_leaves_each_file_verified(tmp_path):
+    """
+    Between the two records of a rotation each name may hold its old or its new bytes, and verifies
+    either way; once it is done only the new bytes do, and a torn copy of them never does.
+    """
+    from pyro_aevb.errors import DamagedCheckpoint
+    from pyro_aevb.experiment.checkpoint import previous_path, save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    prev = previous_path(path)
+    for samples in (1, 2):
+        save_checkpoint({"format": 2, "samples": samples, "w": torch.full((100,), float(samples))}, path)
+    current, before, new = path.read_bytes(), prev.read_bytes(), _bytes(3)
+    assert checksums.verify(path, current) is None and checksums.verify(prev, before) is None
+    after = checksums.before_rotation(path, prev, checksums.digest(new))
+    moments = {"not yet renamed": (current, before), "previous replaced": (current, current), "new in place": (new, current)}
+    for moment, (at_path, at_prev) in moments.items():
+        assert checksums.verify(path, at_path) is None, f"{moment}: checkpoint.pt refused"
+        assert checksums.verify(prev, at_prev) is None, f"{moment}: checkpoint.prev.pt refused"
+    checksums.after_rotation(path, prev, checksums.digest(new), after)
+    assert checksums.verify(path, new) is None and checksums.verify(prev, current) is None
+    for name, data in [("the old bytes", current), ("a torn write", new[: len(new) // 2]), ("a flipped bit", new[:-1] + bytes([new[-1] ^ 1]))]:
+        with pytest.raises(DamagedCheckpoint, match="does not match the sha256"):
+            checksums.verify(path, data)
+            pytest.fail(f"{name} verified")
+
+
+def test_a_file_without_a_recorded_digest_is_read_with_a_note(tmp_path):
+    from pyro_aevb.experiment.checkpoint import load_checkpoint as load
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(_bytes(5))
+    notes = []
+    assert load(path, log=notes.append)["samples"] == 5
+    assert len(notes) == 1 and "cannot be verified" in notes[0] and str(path) in notes[0], notes
+    (tmp_path / checksums.FILE_NAME).write_text("{ not json")
+    notes.clear()
+    assert load(path, log=notes.append)["samples"] == 5
+    assert len(notes) == 1 and "checksums.json is damaged" in notes[0], notes

@@ -6,7 +6,8 @@ that a resume after the fault is removed ends with the same metrics and paramete
 uninterrupted run. The faults: SIGKILL at named points of the run (test-only hook
 ``PYRO_AEVB_FAULT_KILL_AT``), a full disk (a small tmpfs), a read-only run folder (a read-only bind
 mount), a removed run folder (the last three under a run paused at a step with SIGSTOP), damaged
-metrics.csv, config.json and checkpoint.pt, and failed writes that cannot be made real cheaply (an
+metrics.csv, config.json and checkpoint.pt (truncated, emptied, or one byte of a parameter's data flipped,
+which ``torch.load`` reads without an error), and failed writes that cannot be made real cheaply (an
 I/O error, the plots, the evaluate output) through mocks of the write calls.
 
 The model is tiny (mnist5k, Nz = 2, 20 hidden units, 3,000 samples: 30 steps, checkpoints every 500
@@ -20,10 +21,12 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -37,11 +40,11 @@ ARGS = ["--dataset", "mnist5k", "--latent-dim", 2, "--hidden", 20, "--samples", 
 CONFIG = dict(dataset="mnist5k", latent_dim=2, hidden=20, samples=3000, eval_points=4, eval_train_points=100,
               checkpoint_every=500)
 
-#: Kill points of the default suite: 8 moments (inside checkpoint writes and between the renames of the
-#: rotation, in the middle of a metrics row, at the start of evaluations, between steps, and inside
+#: Kill points of the default suite: 9 moments (inside checkpoint writes, between the renames of the
+#: rotation, before the new generation's digest is recorded alone, in the middle of a metrics row, at the start of evaluations, between steps, and inside
 #: the final checkpoint). ``KILL_POINTS_SLOW`` adds 10 more under the slow marker.
-KILL_POINTS = ["checkpoint-write:1", "checkpoint-rotate:3", "metrics-row:1", "metrics-row:3", "evaluate:2",
-               "step:8", "step:22", "checkpoint-write:7"]
+KILL_POINTS = ["checkpoint-write:1", "checkpoint-rotate:3", "checkpoint-digest:4", "metrics-row:1", "metrics-row:3",
+               "evaluate:2", "step:8", "step:22", "checkpoint-write:7"]
 KILL_POINTS_SLOW = ["checkpoint-write:2", "checkpoint-write:4", "checkpoint-write:6", "checkpoint-rotate:2",
                     "checkpoint-rotate:7", "metrics-row:2", "metrics-row:4", "evaluate:1", "evaluate:4", "step:15"]
 
@@ -371,13 +374,83 @@ def test_damaged_checkpoint_falls_back_to_the_previous_generation(partial, refer
     assert (partial / "checkpoint.damaged.pt").exists(), "the damaged file is kept for inspection"
 
 
-def test_both_generations_damaged_is_refused_cleanly(partial):
+@pytest.mark.parametrize("damage", ["not-a-zip", "flipped-byte"])
+def test_both_generations_damaged_is_refused_cleanly(partial, damage):
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
-        (partial / name).write_bytes(b"PK\x03\x04 not much of a zip")
+        if damage == "flipped-byte":
+            flip_a_parameter_byte(partial / name)
+        else:
+            (partial / name).write_bytes(b"PK\x03\x04 not much of a zip")
     for result in (resume(partial), cli("evaluate", partial, "--estimator", "is", "--num-points", 5)):
         assert result.returncode == 2, result.stderr[-3000:]
         no_traceback(result)
         assert "checkpoint.pt" in result.stderr and "damaged too" in result.stderr, result.stderr
+        assert "checkpoint.prev.pt" in result.stderr, result.stderr
+
+
+#: The parameter whose data the byte-flip tests change: the decoder's output weights as the param store
+#: holds them, the copy that a resumed run and load_run put in place last.
+FLIPPED = "decoder$$$loc.weight"
+
+
+def flip_a_parameter_byte(path):
+    """
+    Flip one bit of one byte in the middle of :data:`FLIPPED`'s data in the checkpoint ``path``, found
+    through the zip archive's entries and their local headers; the archive stays well-formed.
+
+    :returns: the state as ``torch.load`` read it before the flip.
+    """
+    state = torch.load(path, weights_only=True)
+    wanted = state["param_store"]["params"][FLIPPED].numpy().tobytes()
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        # The module's state_dict holds the same values, stored first: the param store's copy is the last.
+        entry = [info for info in archive.infolist() if "/data/" in info.filename and archive.read(info) == wanted][-1]
+    name_length, extra_length = struct.unpack("<HH", data[entry.header_offset + 26 : entry.header_offset + 30])
+    start = entry.header_offset + 30 + name_length + extra_length
+    assert data[start : start + len(wanted)] == wanted, "the tensor's bytes are not where the zip header says"
+    data[start + len(wanted) // 2 + 3] ^= 0x01  # a float32's exponent: the value doubles or halves
+    path.write_bytes(bytes(data))
+    return state
+
+
+def test_flipped_byte_in_a_parameter_is_caught_and_the_previous_generation_used(partial, reference):
+    before = flip_a_parameter_byte(partial / "checkpoint.pt")
+    # What is guarded against: torch.load reads the changed file without complaint, one value changed.
+    changed = torch.load(partial / "checkpoint.pt", weights_only=True)["param_store"]["params"][FLIPPED]
+    differs = changed != before["param_store"]["params"][FLIPPED]
+    assert int(differs.sum()) == 1, "the flip should change exactly one value, silently"
+
+    evaluated = cli("evaluate", partial, "--estimator", "is", "--num-points", 5, "--num-samples", 5)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    no_traceback(evaluated)
+    assert "checkpoint.pt" in evaluated.stderr and "does not match the sha256" in evaluated.stderr, evaluated.stderr
+    assert "using the earlier checkpoint checkpoint.prev.pt, at 1,000 samples" in evaluated.stderr, evaluated.stderr
+
+    previous = torch.load(partial / "checkpoint.prev.pt", weights_only=True)["param_store"]["params"]
+    with pytest.warns(UserWarning, match="does not match the sha256"):
+        loaded = load_run(partial)
+    assert torch.equal(loaded.decoder.loc.weight, previous[FLIPPED]), "load_run did not use checkpoint.prev.pt"
+
+    notes = _finish_and_compare(partial, reference, "does not match the sha256 digest",
+                                "using the earlier checkpoint checkpoint.prev.pt, at 1,000 samples")
+    assert str(partial / "checkpoint.pt") in notes, notes
+    assert (partial / "checkpoint.damaged.pt").exists(), "the damaged file is kept for inspection"
+
+
+def test_checkpoint_without_a_digest_loads_with_one_note(partial, reference):
+    """A run folder written before digests were recorded (no checksums.json) loads and resumes, saying so once."""
+    (partial / "checksums.json").unlink()
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_run(partial)
+    notes = [str(w.message) for w in caught]
+    assert len(notes) == 1 and "checkpoint.pt" in notes[0] and "cannot be verified" in notes[0], notes
+    notes = _finish_and_compare(partial, reference, "cannot be verified")
+    assert notes.count("cannot be verified") == 1, notes
+    assert "checkpoint.pt" in json.loads((partial / "checksums.json").read_text())["sha256"], "digests recorded again"
 
 
 def test_reproduce_goes_on_past_a_damaged_run_and_names_it(tmp_path):
@@ -455,3 +528,156 @@ def test_reproduce_writes_what_it_can_and_names_the_damaged_run(tmp_path, monkey
     monkeypatch.setattr(reproduce_module, "_table", _fail(errno.ENOSPC))
     with pytest.raises(UserError, match="could not write the results of figure2 .*the disk is full.*The runs are trained"):
         reproduce_module.reproduce("figure2", out=tmp_path, jobs=1, log=lambda line: None)
+
+
+# -- faults under torchrun: two CPU processes (gloo) ---------------------------------------------------
+
+
+def _torchrun_command(out, logs, *extra):
+    """``torchrun`` of two processes training ``ARGS`` into ``out``; each rank's output goes to its own file under ``logs``."""
+    return [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node=2", "--standalone",
+            "--log-dir", str(logs), "--redirects", "3", "-m", "pyro_aevb", "train", *map(str, ARGS), "--out", str(out),
+            *extra]
+
+
+def _rank_stderr(logs):
+    """What each rank wrote to stderr, by rank (the launcher's own report goes to the launcher's stderr)."""
+    return {int(p.parent.name): p.read_text() for p in sorted(Path(logs).glob("*/attempt_*/*/stderr.log"))}
+
+
+def _workers(launcher):
+    """``{rank: pid}`` of the launcher's worker processes."""
+    found = {}
+    for task in Path(f"/proc/{launcher}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ranks = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"RANK=")]
+            if ranks:
+                found[int(ranks[0])] = int(pid)
+    return found
+
+
+def _alive(pid):
+    return _state(pid) not in (None, "Z")
+
+
+@contextlib.contextmanager
+def torchrun_job(out, logs, pause=None, wait=120, env=None, resume_paused=True):
+    """
+    Start a job of two processes; with ``pause=(rank, step)`` that rank stops itself (SIGSTOP) after
+    ``step`` and the context yields while it is stopped. On leaving, the stopped rank is let go on
+    (SIGCONT; not with ``resume_paused=False``) and the launcher is given ``wait`` seconds to end. Yields a dict that then holds the
+    launcher's ``returncode``, the ``seconds`` it took to end, its ``stderr``, each rank's (``ranks``) and
+    whether any worker was still ``alive`` once it had ended.
+    """
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    environ.pop("PYRO_AEVB_FAULT_KILL_AT", None)
+    if pause is not None:
+        environ.update(PYRO_AEVB_FAULT_KILL_AT=f"step:{pause[1]}:STOP", PYRO_AEVB_FAULT_RANK=str(pause[0]))
+    proc = subprocess.Popen(_torchrun_command(out, logs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environ)
+    job = {"launcher": proc.pid, "workers": {}}
+    start = time.time()
+    try:
+        while len(job["workers"]) < 2 or (pause and _state(job["workers"][pause[0]]) != "T"):
+            if proc.poll() is not None or time.time() - start > 180:
+                pytest.fail(f"the job did not start or did not stop where asked: {proc.communicate()[1][-3000:]}")
+            job["workers"] = _workers(proc.pid)
+            time.sleep(0.05)
+        yield job
+    finally:
+        ended = time.time()
+        for pid in job["workers"].values() if resume_paused else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        try:
+            job["stdout"], job["stderr"] = proc.communicate(timeout=wait)
+        except subprocess.TimeoutExpired:
+            for pid in [*job["workers"].values(), proc.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.communicate()
+            job["stderr"] = f"the job did not end within {wait} s"
+        job["seconds"] = time.time() - ended
+        job["returncode"] = proc.returncode
+        job["alive"] = [rank for rank, pid in job["workers"].items() if _alive(pid)]
+        job["ranks"] = _rank_stderr(logs)
+
+
+def torchrun_resume(out, logs):
+    environ = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environ.pop("PYRO_AEVB_FAULT_KILL_AT", None)
+    done = subprocess.run(_torchrun_command(out, logs, "--resume"), capture_output=True, text=True, timeout=240,
+                          env=environ)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank, text in _rank_stderr(logs).items():
+        assert "Traceback" not in text, f"rank {rank}: {text[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def torchrun_reference(tmp_path_factory):
+    """The run of two processes, never stopped: what every faulted job must end with, bit for bit, once resumed."""
+    folder = tmp_path_factory.mktemp("torchrun-reference")
+    with torchrun_job(folder / "run", folder / "logs") as job:
+        pass
+    assert job["returncode"] == 0, job["stderr"][-3000:]
+    return folder / "run"
+
+
+@pytest.mark.parametrize("rank", [1, 0])
+def test_a_rank_killed_mid_run_ends_the_job_and_resumes_exactly(rank, torchrun_reference, tmp_path):
+    out = tmp_path / "run"
+    with torchrun_job(out, tmp_path / "logs", pause=(rank, 12), wait=60) as job:  # checkpoints at 500 and 1,000
+        os.kill(job["workers"][rank], signal.SIGKILL)
+    assert job["seconds"] < 60, f"the job took {job['seconds']:.0f} s to end: {job['stderr'][-2000:]}"
+    assert job["returncode"] != 0 and not job["alive"], (job["returncode"], job["alive"], job["stderr"][-2000:])
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["samples"] == 1000
+    torchrun_resume(out, tmp_path / "logs-resumed")
+    assert_same_run(out, torchrun_reference)
+
+
+def test_sigterm_to_the_launcher_stops_every_rank_with_a_checkpoint(torchrun_reference, tmp_path):
+    out = tmp_path / "run"
+    # Rank 0 waits after step 12 while the signal is sent, so that the job stops at a known step: both
+    # ranks see the signal before step 13's stop flag is summed.
+    with torchrun_job(out, tmp_path / "logs", pause=(0, 12), wait=60) as job:
+        os.kill(job["launcher"], signal.SIGTERM)
+        time.sleep(0.5)
+    assert job["returncode"] != 0 and not job["alive"], (job["returncode"], job["alive"], job["stderr"][-2000:])
+    assert sorted(job["ranks"]) == [0, 1], job["ranks"]
+    for rank, text in job["ranks"].items():
+        assert "interrupted at 1300 samples; checkpoint saved" in text and "Traceback" not in text, f"rank {rank}: {text}"
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["samples"] == 1300
+    torchrun_resume(out, tmp_path / "logs-resumed")
+    assert_same_run(out, torchrun_reference)
+
+
+def test_disk_full_on_rank_0_stops_every_rank_with_the_message(small_disk, torchrun_reference, tmp_path):
+    out = small_disk / "run"
+    with torchrun_job(out, tmp_path / "logs", pause=(0, 19)) as job:  # the next write is the checkpoint at 2,000
+        filler = _fill(small_disk)
+    assert job["returncode"] != 0 and not job["alive"], (job["returncode"], job["alive"], job["stderr"][-2000:])
+    assert sorted(job["ranks"]) == [0, 1], job["ranks"]
+    for rank, text in job["ranks"].items():
+        assert "Traceback" not in text, f"rank {rank}: {text[-3000:]}"
+        assert "could not write the checkpoint" in text and "the disk is full" in text, f"rank {rank}: {text}"
+        assert "1,500 samples, is intact" in text, f"rank {rank}: {text}"
+    filler.unlink()
+    torchrun_resume(out, tmp_path / "logs-resumed")
+    assert_same_run(out, torchrun_reference)
+
+
+def test_a_stalled_rank_ends_the_job_after_the_collective_timeout(tmp_path):
+    """A rank stopped for good (SIGSTOP) and never let go on: the other fails after $PYRO_AEVB_DIST_TIMEOUT."""
+    out = tmp_path / "run"
+    # 5 s of timeout, then torchrun's 30 s of grace before it SIGKILLs the stalled rank.
+    with torchrun_job(out, tmp_path / "logs", pause=(1, 12), wait=60, env={"PYRO_AEVB_DIST_TIMEOUT": "5"},
+                      resume_paused=False) as job:
+        pass
+    assert job["seconds"] < 60, f"the job took {job['seconds']:.0f} s to end: {job['stderr'][-2000:]}"
+    assert job["returncode"] != 0 and not job["alive"], (job["returncode"], job["alive"], job["stderr"][-2000:])
+    assert "Timed out" in job["ranks"][0], job["ranks"][0][-2000:]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["samples"] == 1000

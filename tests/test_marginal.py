@@ -8,7 +8,7 @@ from torch import nn
 
 from pyro_aevb.infer import hmc
 from pyro_aevb.infer.sites import repeat_rows
-from pyro_aevb.infer.marginal import _latent_space, _log_joint, _reference_hmc_mcmc, _resampled_init, log_marginal_likelihood
+from pyro_aevb.infer.marginal import _latent_space, _log_joint, _reference_hmc_mcmc, log_marginal_likelihood, resampled_start
 
 from conftest import DEVICES
 
@@ -363,7 +363,7 @@ def test_hmc_without_guide_starts_chains_near_the_posterior_mass():
 
 
 @pytest.mark.parametrize("proposal", ["guide", "prior"])
-def test_resampled_init_draws_from_the_posterior(proposal):
+def test_resampled_start_draws_from_the_posterior(proposal):
     # Sampling-importance-resampling with K proposals approaches exact posterior draws as K grows.
     # Proposals: the posterior with 2x its sds, or the prior (sds 1 against the posterior's 0.24 and
     # 0.45, means 0.47 and -0.4 for the datapoint x = W z0 + b, z0 = (0.5, -0.5): an importance ESS
@@ -375,12 +375,12 @@ def test_resampled_init_draws_from_the_posterior(proposal):
     x = lg.decoder(torch.tensor([[0.5, -0.5]])).detach()
     guide = lg.guide(scale=2.0) if proposal == "guide" else None
     space = _latent_space(lg.model, x)
-    z = _resampled_init(space, guide, repeat_rows(x, 200), 1000)
+    z = resampled_start(space, guide, repeat_rows(x, 200), 1000)
     u = (z - lg.post_loc(x)) / lg.post_var.sqrt()
     assert (u.mean(0).abs() < 0.35).all(), f"standardised mean {u.mean(0)}"
     assert ((u.std(0) - 1).abs() < 0.3).all(), f"standardised sd {u.std(0)}"
     if proposal == "prior":  # a single proposal is a prior draw: 4.1 and 2.2 posterior sds wide
-        u = (_resampled_init(space, None, repeat_rows(x, 200), 1) - lg.post_loc(x)) / lg.post_var.sqrt()
+        u = (resampled_start(space, None, repeat_rows(x, 200), 1) - lg.post_loc(x)) / lg.post_var.sqrt()
         assert (u.std(0) > 1.6).all(), f"standardised sd {u.std(0)}"  # 5 SE (0.11) below 2.2
 
 

@@ -26,6 +26,37 @@ def test_log_joint_matches_hand_computed_densities():
     assert torch.allclose(joint, expected_prior + expected_likelihood, atol=1e-4), "the complete-data log-likelihood is wrong"
 
 
+@pytest.mark.parametrize("init_proposals", [1, 1000])
+def test_first_visit_start(init_proposals):
+    """
+    A chain's start at its datapoint's first visit: a prior draw, or (init_proposals = 1,000) one of
+    1,000 prior draws resampled by likelihood, close to an exact posterior draw; a later visit keeps it.
+    """
+    # One datapoint x = W z0 of probabilistic PCA, z0 = (0.5, -0.5), in 200 rows: posterior sds 0.21
+    # and 0.28, means 0.49 and -0.47, so prior proposals have an importance ESS of about 90 of 1,000
+    # (K prod_j s_j (2 - s_j^2)^1/2 exp(-m_j^2 / (2 - s_j^2))). Standardised by the exact posterior, 200
+    # resampled starts: mean within 5 SE = 0.35 of 0, sd within 0.3 of 1 (5 SE of a sample sd, 0.05,
+    # and resampling's slight underdispersion); prior draws are 4.9 and 3.5 posterior sds wide (more
+    # than 5 SE, 0.25 and 0.18, above 2.5).
+    W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0]])
+    vae = LinearGaussianVAE(4, 2).set_params(W, torch.zeros(4), 0.5)
+    x = (torch.tensor([0.5, -0.5]) @ W.T).expand(200, 4)
+    loc, cov = vae.posterior(x)
+    method = MCEM(vae, init_proposals=init_proposals)
+    idx = torch.arange(200)
+    method._check(x)
+    method._init_state(x, idx, 200)
+    u = (method.z - loc) / cov.diagonal().sqrt()
+    if init_proposals == 1:
+        assert (u.std(0) > 2.5).all(), f"standardised sd {u.std(0)}: not prior draws"
+    else:
+        assert (u.mean(0).abs() < 0.35).all(), f"standardised mean {u.mean(0)}"
+        assert ((u.std(0) - 1).abs() < 0.3).all(), f"standardised sd {u.std(0)}"
+    start = method.z.clone()
+    method._init_state(x, idx, 200)
+    assert torch.equal(method.z, start), "a second visit drew the chains' start again"
+
+
 @pytest.fixture(scope="module")
 def e_step_run():
     r"""

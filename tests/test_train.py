@@ -44,7 +44,8 @@ def test_cli_train_writes_the_run_folder(tmp_path):
     result = cli("train", "--dataset", "mnist5k", "--latent-dim", 2, "--hidden", 20, "--samples", 2000,
                  "--eval-points", 3, "--out", out, "--no-progress")
     assert result.returncode == 0, result.stderr
-    for name in ("config.json", "metrics.csv", "checkpoint.pt", "lower_bound.png", "reconstructions.png", "manifold.png"):
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "checksums.json", "lower_bound.png", "reconstructions.png",
+                 "manifold.png"):
         assert (out / name).is_file(), f"{name} missing from the run folder"
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["samples"] == 2000 and config["config"]["seed"] == 0

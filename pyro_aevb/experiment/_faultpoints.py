@@ -4,12 +4,14 @@ prove that a run killed at any of them resumes exactly.
 
 ``PYRO_AEVB_FAULT_KILL_AT="checkpoint-write:2"`` kills the process the second time it reaches the point
 ``checkpoint-write``; ``"step:12:STOP"`` stops it there instead (SIGSTOP), so that a test can damage
-the run folder, the disk or the file system under a paused run and let it go on (SIGCONT). The
-variable is read once, when this module is imported; unset (always, outside the tests),
-:func:`reached` does nothing but count.
+the run folder, the disk or the file system under a paused run and let it go on (SIGCONT). In a job
+under ``torchrun``, ``PYRO_AEVB_FAULT_RANK=1`` arms the point in the process of rank 1 only (unset:
+in every process). The variables are read once, when this module is imported; unset (always,
+outside the tests), :func:`reached` does nothing but count.
 
 Points: ``checkpoint-write`` (half of the new checkpoint's bytes written to its temporary file),
 ``checkpoint-rotate`` (the previous generation renamed, the new one not yet in place),
+``checkpoint-digest`` (the new one in place, its digest not yet recorded as the only one it may hold),
 ``metrics-row`` (half of a metrics row written to ``metrics.csv``), ``evaluate`` (at the start of an
 evaluation) and ``step`` (after a training step).
 """
@@ -19,7 +21,7 @@ import signal
 
 __all__ = ["POINTS", "reached"]
 
-POINTS = ("checkpoint-write", "checkpoint-rotate", "metrics-row", "evaluate", "step")
+POINTS = ("checkpoint-write", "checkpoint-rotate", "checkpoint-digest", "metrics-row", "evaluate", "step")
 
 
 def _parse(text):
@@ -33,6 +35,8 @@ def _parse(text):
 
 
 _KILL_AT = _parse(os.environ.get("PYRO_AEVB_FAULT_KILL_AT", ""))
+if os.environ.get("PYRO_AEVB_FAULT_RANK", os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
+    _KILL_AT = None
 _counts = dict.fromkeys(POINTS, 0)
 
 

@@ -16,6 +16,11 @@ flushed to disk; then the current ``checkpoint.pt`` becomes ``checkpoint.prev.pt
 into place) and the new file is renamed over ``checkpoint.pt``. Each rename is atomic, so a run killed
 at any instant leaves a complete ``checkpoint.pt`` and, from the second checkpoint on, the generation
 before it. :func:`load_latest` falls back to ``checkpoint.prev.pt`` when ``checkpoint.pt`` is damaged.
+
+**Checked.** The sha256 of each generation is recorded when it is written and checked whenever it is
+read (:mod:`~pyro_aevb.experiment.checksums`): a file whose bytes changed after it was written is
+damaged, and :func:`load_latest` falls back past it, naming it. A checkpoint written before digests
+were recorded is read, with a note that it cannot be verified.
 """
 
 import collections
@@ -24,6 +29,7 @@ import os
 import pickle
 import random
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -34,6 +40,7 @@ from torch.distributions import constraints, transform_to
 
 from pyro_aevb.errors import CheckpointError, DamagedCheckpoint, UnsafeCheckpoint
 from pyro_aevb.experiment import _faultpoints as faultpoints
+from pyro_aevb.experiment import checksums
 
 __all__ = [
     "CONSTRAINTS",
@@ -329,8 +336,11 @@ def _write_temp(data, path, point=None):
     return tmp
 
 
-def atomic_save(obj, path):
-    """``torch.save`` ``obj`` to ``path`` atomically (no previous generation kept)."""
+def atomic_save(obj, path, digest=False):
+    """
+    ``torch.save`` ``obj`` to ``path`` atomically (no previous generation kept); with ``digest``,
+    returns the file's sha256.
+    """
     path = Path(path)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -341,20 +351,39 @@ def atomic_save(obj, path):
         _unlink(tmp)
         raise
     _fsync_dir(path.parent)
+    return checksums.digest(buffer.getbuffer()) if digest else None
 
 
 def save_checkpoint(state, path):
     """
     Write ``state`` (checked by :func:`check_data_only`) to ``path`` atomically, keeping the checkpoint
-    it replaces as :func:`previous_path`. Raises :class:`OSError` when the disk is full or the folder
-    cannot be written; ``path`` and its previous generation are then as they were.
+    it replaces as :func:`previous_path`, and record the sha256 of both
+    (:mod:`~pyro_aevb.experiment.checksums`). Raises :class:`OSError` when the disk is full or the
+    folder cannot be written; ``path`` and its previous generation are then as they were.
     """
     path = Path(path)
     check_data_only(state)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    tmp = _write_temp(buffer.getbuffer(), path, point="checkpoint-write")
+    data = buffer.getbuffer()
+    prev = previous_path(path)
+
+    def record():
+        # The digest of the bytes meant to be written, not of those on the disk; recorded, and flushed,
+        # before the renames. hashlib lets go of the GIL: this runs while the file is written and flushed.
+        new_digest = checksums.digest(data)
+        prev_digests = checksums.before_rotation(path, prev, new_digest)
+        _fsync_dir(path.parent)
+        return new_digest, prev_digests
+
+    recording = _Background(record)
     try:
+        tmp = _write_temp(data, path, point="checkpoint-write")
+    except BaseException:
+        recording.join()
+        raise
+    try:
+        new_digest, prev_digests = recording.result()
         if path.exists():
             _keep_previous(path)
         faultpoints.reached("checkpoint-rotate")
@@ -362,7 +391,31 @@ def save_checkpoint(state, path):
     except BaseException:
         _unlink(tmp)
         raise
+    faultpoints.reached("checkpoint-digest")
+    checksums.after_rotation(path, prev, new_digest, prev_digests)
     _fsync_dir(path.parent)
+
+
+class _Background(threading.Thread):
+    """``fn(*args)`` in a thread; :meth:`result` waits for it and returns its value or raises its error."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self._call, self._value, self._error = (fn, args), None, None
+        self.start()
+
+    def run(self):
+        fn, args = self._call
+        try:
+            self._value = fn(*args)
+        except BaseException as e:  # handed to the caller of result()
+            self._error = e
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _keep_previous(path):
@@ -416,24 +469,30 @@ def _unsafe_globals(path):
         return None
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path, map_location="cpu", log=None):
     """
-    Read a checkpoint with ``torch.load(..., weights_only=True)``, which rebuilds tensors, numbers,
-    strings, lists and dicts and refuses anything else without running it.
+    Read a checkpoint: its bytes are checked against the sha256 recorded when it was written
+    (:func:`~pyro_aevb.experiment.checksums.verify`), then read with ``torch.load(..., weights_only=True)``,
+    which rebuilds tensors, numbers, strings, lists and dicts and refuses anything else without running it.
+    ``log`` (a function of one string) is told when the file cannot be verified (no digest recorded).
 
     :raises UnsafeCheckpoint: the file holds other Python objects (an earlier version's format, or a
         file that is not what ``pyro-aevb train`` writes).
-    :raises DamagedCheckpoint: the file is empty, truncated or not a checkpoint.
+    :raises DamagedCheckpoint: the file is empty, truncated, not a checkpoint, or not the bytes that were written.
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DamagedCheckpoint(f"{path} does not exist") from None
+    except OSError as e:
+        raise DamagedCheckpoint(f"{path} cannot be read: {e.strerror or e}") from None
+    size = len(data)
     if size == 0:
         raise DamagedCheckpoint(f"{path} is empty (0 bytes)")
+    unverified = checksums.verify(path, data)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         _refuse(path)
     except (RuntimeError, EOFError, ValueError, KeyError, OSError, zipfile.BadZipFile, UnicodeDecodeError) as e:
@@ -446,6 +505,8 @@ def load_checkpoint(path, map_location="cpu"):
             f"{path} was written by a newer pyro-aevb (checkpoint format {state['format']}; this version reads "
             f"up to {FORMAT}): upgrade pyro-aevb to use this run"
         )
+    if unverified is not None and log is not None:
+        log(unverified)
     return state
 
 
@@ -468,9 +529,10 @@ def _refuse(path):
 
 def load_latest(path, map_location="cpu", log=None):
     """
-    The newest readable generation of the checkpoint ``path``: ``path`` itself, or, where it is damaged
-    (empty, truncated) or missing, :func:`previous_path`. ``log`` (a function of one string) is told
-    when the previous generation is used and how far back it is.
+    The newest intact generation of the checkpoint ``path``: ``path`` itself, or, where it is damaged
+    (empty, truncated, or its bytes differ from those written) or missing, :func:`previous_path`.
+    ``log`` (a function of one string) is told when the previous generation is used, naming the
+    damaged file and how far back it goes, and when a generation cannot be verified.
 
     :returns: ``(state, the path it was read from)``.
     :raises DamagedCheckpoint: neither generation is readable.
@@ -479,12 +541,12 @@ def load_latest(path, map_location="cpu", log=None):
     path = Path(path)
     prev = previous_path(path)
     try:
-        return load_checkpoint(path, map_location), path
+        return load_checkpoint(path, map_location, log), path
     except DamagedCheckpoint as damaged:
         if not prev.exists():
             raise DamagedCheckpoint(f"{damaged}; there is no earlier checkpoint ({prev.name}) to fall back on") from None
         try:
-            state = load_checkpoint(prev, map_location)
+            state = load_checkpoint(prev, map_location, log)
         except DamagedCheckpoint as also:
             raise DamagedCheckpoint(f"{damaged}; the earlier checkpoint is damaged too: {also}") from None
         if log is not None:
@@ -542,7 +604,7 @@ def convert_legacy(path):
     state = _to_data(state)
     state["format"] = FORMAT
     check_data_only(state, f"{path} converted")
-    atomic_save(state, path)
+    checksums.record(path, atomic_save(state, path, digest=True))
     return True
 
 

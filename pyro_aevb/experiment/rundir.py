@@ -1,6 +1,6 @@
 """
 The run folder: ``config.json``, ``metrics.csv``, ``checkpoint.pt`` (and ``checkpoint.prev.pt``, the
-generation before it), the plots, and a lock file that keeps two runs from writing into the same folder.
+generation before it, and ``checksums.json``, the digests of both), the plots, and a lock file that keeps two runs from writing into the same folder.
 
 Every file is replaced atomically (written beside, then renamed) except ``metrics.csv``, to which rows
 are appended; the checkpoint holds the rows up to it, so a resumed run rebuilds the file from there.

@@ -531,10 +531,16 @@ class _Trainer:
         }
 
     def _save(self):
-        if self.world.is_main:
+        def write():  # on rank 0; a failure stops every rank with its message, not in the next collective
             with self._writing("the checkpoint", self.run_dir.checkpoint_path):
                 save_checkpoint(self._state(), self.run_dir.checkpoint_path)
-            self._saved_at = self.samples
+
+        self.world.on_main(write)
+        self._saved_at = self.samples
+
+    def _append_row(self, row):
+        with self._writing("a row of metrics.csv", self.run_dir.metrics_path):
+            self.run_dir.append_metrics(row)
 
     def _writing(self, what, path):
         """Turn a failed write (disk full, I/O error, folder gone or read-only) into a message that says what is safe."""
@@ -697,9 +703,7 @@ class _Trainer:
                         faultpoints.reached("evaluate")
                         row = self._evaluate()
                         self.metrics_rows.append(row)
-                        if world.is_main:
-                            with self._writing("a row of metrics.csv", run_dir.metrics_path):
-                                run_dir.append_metrics(row)
+                        world.on_main(lambda: self._append_row(row))
                         bar.set_postfix_str(_postfix(row), refresh=False)
                     if self.samples % config.checkpoint_every < config.batch_size or stop:
                         self._save()

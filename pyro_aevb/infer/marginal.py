@@ -31,7 +31,7 @@ from pyro_aevb.infer import hmc
 from pyro_aevb.infer.progress import part, report
 from pyro_aevb.infer.sites import check_model, repeat_rows
 
-__all__ = ["log_marginal_likelihood"]
+__all__ = ["log_marginal_likelihood", "resampled_start"]
 
 # Rows (datapoints x importance samples) evaluated in one batched pass of the "is" estimator.
 _IS_CHUNK_ROWS = 2**15
@@ -51,9 +51,10 @@ def _log_joint(space, x, u):
     return log_prior + log_lik
 
 
-def _resampled_init(space, guide, x, num_proposals):
+def resampled_start(space, guide, x, num_proposals):
     r"""
-    Initial states for the chains of ``"hmc"`` by sampling-importance-resampling: for each row of
+    Initial states for Markov chains (those of ``"hmc"``, the first E-step of
+    :class:`~pyro_aevb.infer.mcem.MCEM`) by sampling-importance-resampling: for each row of
     ``x``, ``num_proposals`` draws of ``z`` from the guide (from the model's prior when ``guide`` is
     ``None``), of which one is kept with probability proportional to its importance weight
     :math:`p_\theta(x, z) / q(z)` (:math:`p_\theta(x|z)` for the prior). The draw is a Gumbel-max over
@@ -176,7 +177,7 @@ def _hmc_log_marginal(
         if init_proposals == 1:  # the draw itself: no weights to compute, no Gumbel noise drawn
             z_init = space.sample_start(x_chains, guide)
         else:
-            z_init = _resampled_init(space, guide, x_chains, int(init_proposals))
+            z_init = resampled_start(space, guide, x_chains, int(init_proposals))
     if space.dim > 5:
         warnings.warn(
             f"the Appendix D marginal likelihood estimator is reliable in low dimensions only "

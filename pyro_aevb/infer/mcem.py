@@ -38,6 +38,7 @@ import torch
 from pyro_aevb._checks import check_number, check_whole
 from pyro_aevb.infer.aevb import _check_optim
 from pyro_aevb.infer.hmc import StepSizeAdapter, hmc_step
+from pyro_aevb.infer.marginal import resampled_start
 from pyro_aevb.infer.sites import check_model, model_and_guide, repeat_rows, trace_model
 from pyro_aevb.infer.wake_sleep import ValidatedOnce, _descend
 from pyro_aevb.optim import FusedAdagrad
@@ -115,8 +116,9 @@ class MCEM(_MonteCarloEM):
     r"""
     Monte Carlo EM with an HMC E-step, as in Appendix E of [1].
 
-    Every training point :math:`i` owns a persistent sample :math:`z^{(i)}`, drawn from the prior the
-    first time its datapoint is seen, and a step size adapted by dual averaging
+    Every training point :math:`i` owns a persistent sample :math:`z^{(i)}`, drawn the first time its
+    datapoint is seen (from the prior, or resampled from ``init_proposals`` prior draws by their
+    likelihood), and a step size adapted by dual averaging
     (:class:`~pyro_aevb.infer.hmc.StepSizeAdapter`) toward ``target_accept_prob``. The E-step moves the
     samples of the minibatch's datapoints by one HMC transition of ``num_steps`` leapfrog steps,
     all at once (:func:`~pyro_aevb.infer.hmc.hmc_step`: one batched potential per leapfrog step, a
@@ -138,6 +140,11 @@ class MCEM(_MonteCarloEM):
     :param int num_m_steps: Adagrad updates per E-step (the paper: 5).
     :param float target_accept_prob: the step sizes' target (the paper: 0.9).
     :param float step_size: every chain's initial step size.
+    :param int init_proposals: where a chain starts, at its datapoint's first visit: with 1, a draw
+        from the prior; with more, one of that many prior draws, picked with probability proportional
+        to its likelihood :math:`p_\theta(x^{(i)}|z)` (sampling-importance-resampling,
+        :func:`~pyro_aevb.infer.marginal.resampled_start`), closer to the posterior at the cost of
+        that many evaluations of the decoder. [1] does not say how the chains start.
 
     :ivar torch.Tensor z: the persistent samples ``[N, D]`` (unconstrained), allocated on the first
         step on the data's device.
@@ -151,9 +158,10 @@ class MCEM(_MonteCarloEM):
     """
 
     def __init__(self, model, *, lr=0.02, weight_decay=1.0, num_steps=10, num_m_steps=5, target_accept_prob=0.9,
-                 step_size=0.1):
+                 step_size=0.1, init_proposals=1):
         super().__init__(model, lr, weight_decay, num_m_steps)
         self.num_steps = check_whole("num_steps", num_steps)
+        self.init_proposals = check_whole("init_proposals", init_proposals)
         self.target_accept_prob = check_number("target_accept_prob", target_accept_prob, 0.0, 1.0)
         self.init_step_size = check_number("step_size", step_size, 0.0)
         self.z = self.initialised = self.adapter = None
@@ -166,7 +174,7 @@ class MCEM(_MonteCarloEM):
         return potential_fn
 
     def _init_state(self, x, idx, num_data):
-        """Allocates the per-datapoint state on the first step; draws unseen datapoints' z from the prior."""
+        """Allocates the per-datapoint state on the first step; draws unseen datapoints' z (``init_proposals``)."""
         if self.z is None:
             self.z = x.new_zeros(num_data, self.space.dim)
             self.initialised = torch.zeros(num_data, dtype=torch.bool, device=x.device)
@@ -176,7 +184,10 @@ class MCEM(_MonteCarloEM):
         new = ~self.initialised[idx]
         if new.any():
             with torch.no_grad():
-                self.z[idx[new]] = self.space.sample_prior(x[new])[0]
+                if self.init_proposals == 1:
+                    self.z[idx[new]] = self.space.sample_prior(x[new])[0]
+                else:
+                    self.z[idx[new]] = resampled_start(self.space, None, x[new], self.init_proposals)
             self.initialised[idx[new]] = True
 
     def e_step(self, x, idx, num_data):
