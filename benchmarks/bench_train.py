@@ -211,7 +211,7 @@ def make_contender(name, dataset, config, device):
             method.optim.flush_subnormals_every = None
 
         def update(idx, x):
-            method.step(x, idx, num_data)
+            method.step(x, num_data, idx=idx)
 
         what = f"pyro-aevb train --method {config.method}" + {
             "fast_path": " (fast_path=False: SVI every step)", "flush": " (subnormal weights not flushed)"

@@ -287,7 +287,7 @@ def _method(path, **fixed):
 
 
 #: Training methods by name: each factory takes ``(vae, config)`` and returns an object with
-#: ``step(x, idx, num_data) -> float``, ``state_dict()``, ``load_state_dict(state)`` and ``has_encoder``.
+#: ``step(x, num_data=None, *, idx=None) -> float``, ``state_dict()``, ``load_state_dict(state)`` and ``has_encoder``.
 METHODS = {
     "aevb": _method("pyro_aevb.infer.aevb:AEVB", estimator="B"),
     "aevb-mc": _method("pyro_aevb.infer.aevb:AEVB", estimator="A"),
@@ -631,7 +631,7 @@ class _Trainer:
     def _step(self, interrupted):
         idx, x = self.sampler.next()
         start = time.perf_counter()
-        loss = self.method.step(x, idx, self.num_data)
+        loss = self.method.step(x, idx=idx, num_data=self.num_data)
         self.seconds += time.perf_counter() - start
         return loss, interrupted.is_set
 
@@ -640,7 +640,7 @@ class _Trainer:
         idx, x = self.sampler.next()
         start = time.perf_counter()
         with self._global_draws:
-            loss = self.method.step(x[self._rows], idx[self._rows], self.num_data)
+            loss = self.method.step(x[self._rows], idx=idx[self._rows], num_data=self.num_data)
         loss, stop = self.world.sum([loss, float(interrupted.is_set)])
         self.seconds += time.perf_counter() - start
         return loss / self.world.size, stop > 0

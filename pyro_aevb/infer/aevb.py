@@ -40,7 +40,7 @@ from pyro.infer import SVI
 from pyro_aevb.infer.elbo import _cuda_devices, make_elbo
 from pyro_aevb.optim import FusedAdagrad
 from pyro_aevb.infer.sgvb import sgvb_loss
-from pyro_aevb.infer.sites import check_model, model_and_guide, paper_vae, per_datapoint
+from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, paper_vae, per_datapoint
 
 __all__ = ["AEVB", "PAPER_STEP_SIZES"]
 
@@ -97,12 +97,18 @@ class AEVB:
         """Whether the steps compute the estimator in closed form rather than through SVI (known after the first)."""
         return self._params is not None
 
-    def step(self, x, idx, num_data):
+    def step(self, x, num_data=None, *, idx=None):
         r"""
-        One Adagrad step on the minibatch ``x`` (rows ``idx`` of a data set of size ``num_data``).
+        One step on the minibatch ``x``, called as :meth:`SVI.step <pyro.infer.SVI.step>` is, with the
+        model's own arguments: ``num_data`` (the data set's size :math:`N`) is passed on to a model that
+        takes it, and scales the others' log-densities by :math:`N/M`; without it the scale is 1.
 
+        :param torch.Tensor x: the minibatch ``[M, ...]``.
+        :param int num_data: the data set's size :math:`N` (``None``: scale 1).
+        :param idx: the rows' indices in the data set; not used (accepted as every method's step does).
         :returns: the loss, :math:`-\widetilde{\mathcal{L}}^M`, scaled to the whole data set.
         """
+        num_data = check_num_data(x, num_data)
         if self._first_step:
             self._first_step = False
             # Under the caller's validation setting: a model's mistakes surface at the first step.

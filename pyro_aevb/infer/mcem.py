@@ -38,7 +38,7 @@ import torch
 from pyro_aevb._checks import check_number, check_whole
 from pyro_aevb.infer.aevb import _check_optim
 from pyro_aevb.infer.hmc import StepSizeAdapter, hmc_step
-from pyro_aevb.infer.sites import check_model, model_and_guide, repeat_rows, trace_model
+from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, repeat_rows, trace_model
 from pyro_aevb.infer.wake_sleep import ValidatedOnce, _descend
 from pyro_aevb.optim import FusedAdagrad
 
@@ -86,16 +86,18 @@ class _MonteCarloEM:
         """:returns: latent values ``[K, M, D]`` (unconstrained) and their normalised weights ``[K, M]``."""
         raise NotImplementedError
 
-    def step(self, x, idx, num_data):
+    def step(self, x, num_data=None, *, idx=None):
         r"""
-        One E-step and ``num_m_steps`` Adagrad updates of :math:`\theta` on the minibatch ``x`` (rows
-        ``idx`` of a data set of size ``num_data``).
+        One E-step and ``num_m_steps`` Adagrad updates of :math:`\theta` on the minibatch ``x``, called
+        as :meth:`SVI.step <pyro.infer.SVI.step>` is, with the rows' indices ``idx`` in a data set of
+        size ``num_data`` (:class:`MCEM` needs both: it keeps a chain per datapoint).
 
         :returns: :math:`-Q(\theta)` at the new E-step's values, before the M-step (the N-scaled
             negative complete-data log-likelihood).
         """
+        num_data = check_num_data(x, num_data)
         self._check(x)
-        scale = 1.0 if num_data is None else int(num_data) / x.shape[0]
+        scale = 1.0 if num_data is None else num_data / x.shape[0]
         with self._validation():
             z, weights = self.e_step(x, idx, num_data)
             losses = []
@@ -187,7 +189,14 @@ class MCEM(_MonteCarloEM):
         :returns: the new samples ``[1, M, D]`` and weights 1 ``[1, M]``.
         """
         self._check(x)
+        if idx is None or num_data is None:
+            raise ValueError(
+                "MCEM keeps a persistent HMC chain for each datapoint, so each step needs the rows' indices "
+                "and the data set's size: step(x, num_data=N, idx=rows)"
+            )
         idx = torch.as_tensor(idx, device=x.device)
+        if idx.shape != x.shape[:1] or idx.is_floating_point():
+            raise ValueError(f"idx must hold one whole-number index per row of x ({x.shape[0]}), got {tuple(idx.shape)}")
         self._init_state(x, idx, num_data)
         result = hmc_step(self._potential_fn(x), self.z[idx], self.adapter.final_step_size[idx], self.num_steps)
         self.adapter.update(result.accept_prob, idx)

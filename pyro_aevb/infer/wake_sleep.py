@@ -41,7 +41,7 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro_aevb.infer.aevb import _check_optim, _direct_params
 from pyro_aevb.infer.sgvb import log_likelihood
 from pyro_aevb.models.nets import loc_and_log_var
-from pyro_aevb.infer.sites import check_model, model_and_guide, paper_vae, per_datapoint
+from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, paper_vae, per_datapoint, repeat_rows
 from pyro_aevb.optim import FusedAdagrad
 
 __all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "sleep_loss", "wake_loss"]
@@ -232,15 +232,20 @@ class WakeSleep:
         """Whether the steps compute the losses from the nets rather than from traces (known after the first)."""
         return self._phase_params is not None
 
-    def step(self, x, idx, num_data):
+    def step(self, x, num_data=None, *, idx=None):
         """
-        One wake step and one sleep step on the minibatch ``x`` (rows ``idx`` of a data set of size
-        ``num_data``).
+        One wake step and one sleep step on the minibatch ``x``, called as
+        :meth:`SVI.step <pyro.infer.SVI.step>` is: ``num_data`` (the data set's size) is passed on to a
+        model that takes it and scales the others' log-densities by :math:`N/M`; without it the scale is 1.
 
+        :param torch.Tensor x: the minibatch ``[M, ...]``.
+        :param int num_data: the data set's size :math:`N` (``None``: scale 1).
+        :param idx: the rows' indices in the data set; not used.
         :returns: the sum of the wake and sleep losses, each scaled to the whole data set.
         """
+        num_data = check_num_data(x, num_data)
         if self.num_particles > 1:
-            x = x.repeat(self.num_particles, 1)
+            x = repeat_rows(x, self.num_particles)
         if self._first_step:
             self._first_step = False
             self._space = check_model(self.model, x, self.guide)
