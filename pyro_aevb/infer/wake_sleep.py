@@ -41,6 +41,7 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro_aevb.infer.aevb import _check_optim, _direct_params
 from pyro_aevb.infer.sgvb import log_likelihood
 from pyro_aevb.models.nets import loc_and_log_var
+from pyro_aevb.models.vae import flat_rows
 from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, paper_vae, per_datapoint, repeat_rows
 from pyro_aevb.optim import FusedAdagrad
 
@@ -133,6 +134,7 @@ def direct_wake_loss(vae, x, num_data=None):
     computed from the nets: :math:`z = \mu + \sigma \odot \epsilon` drawn as the guide draws it, then
     :math:`-\frac{N}{M} \sum_i [\log \mathcal{N}(z^{(i)}; 0, I) + \log p_\theta(x^{(i)}|z^{(i)})]`.
     """
+    x = flat_rows(x)
     with torch.no_grad():
         z_loc, z_log_var = loc_and_log_var(vae.encoder, x)
         z = z_loc + z_loc.new_empty(z_loc.shape).normal_() * torch.exp(0.5 * z_log_var)

@@ -29,9 +29,14 @@ from torch import nn
 from pyro_aevb.models.distributions import LogScaleNormal
 from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, loc_and_log_var
 
-__all__ = ["LIKELIHOODS", "VAE", "data_plate"]
+__all__ = ["LIKELIHOODS", "VAE", "data_plate", "flat_rows"]
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def flat_rows(x):
+    """``x`` ``[M, ...]`` as ``[M, D]``, one flattened datapoint a row (a view where it can be)."""
+    return x if x.dim() == 2 else x.reshape(x.shape[0], -1)
 
 
 def data_plate(x, num_data=None):
@@ -87,10 +92,12 @@ class VAE(nn.Module):
         For ``"bernoulli"`` the observation may be grey levels in [0, 1]: its log-density is then the
         cross-entropy :math:`\sum_i x_i \log y_i + (1-x_i)\log(1-y_i)` of Eq. (11) of [1].
 
-        :param torch.Tensor x: minibatch of shape ``[M, x_dim]``.
+        :param torch.Tensor x: minibatch of shape ``[M, x_dim]``, or ``[M, ...]`` with ``x_dim`` values a
+            row (an image, say), which the nets see flattened.
         :param int num_data: data set size N for the :math:`N/M` scale (``None``: scale 1).
         """
         pyro.module("decoder", self.decoder)
+        x = flat_rows(x)
         with data_plate(x, num_data):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             pyro.sample("x", self.observation_dist(z), obs=x)
@@ -105,6 +112,7 @@ class VAE(nn.Module):
         output.
         """
         pyro.module("encoder", self.encoder)
+        x = flat_rows(x)
         with data_plate(x, num_data):
             z_loc, z_log_var = loc_and_log_var(self.encoder, x)
             pyro.sample("z", LogScaleNormal(z_loc, 0.5 * z_log_var).to_event(1))
