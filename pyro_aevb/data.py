@@ -54,6 +54,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "MinibatchSampler",
+    "binarize_static",
     "check_support",
     "load_dataset",
     "resolve_data_dir",
@@ -189,7 +190,7 @@ class Dataset:
                 raise ValueError(f"num_points must be in [0, {x.shape[0]}], got {num_points}")
             x = x[:num_points]
         if split == "train" and self.binarize == "dynamic":
-            x = _binarize_static(x)
+            x = binarize_static(x)
         return x
 
     def __repr__(self):
@@ -249,8 +250,8 @@ def check_support(x, likelihood, what="data"):
         )
 
 
-def _binarize_static(x):
-    # On the CPU, so that the result does not depend on the device.
+def binarize_static(x):
+    """``x`` (values in [0, 1]) binarized once with the fixed seed of evaluation sets, on the CPU so that the result does not depend on the device."""
     generator = torch.Generator().manual_seed(_BINARIZE_SEED)
     return torch.bernoulli(x.cpu(), generator=generator).to(x.device)
 
@@ -484,9 +485,9 @@ def load_dataset(name, data_dir=None, binarize=None, download=True, device="cpu"
 
     train, test = dataset.train, dataset.test
     if binarize == "static":
-        train = _binarize_static(train)
+        train = binarize_static(train)
     if binarize in ("static", "dynamic"):
-        test = _binarize_static(test)
+        test = binarize_static(test)
     return dataclasses.replace(dataset, train=train, test=test, binarize=binarize).to(device)
 
 

@@ -19,7 +19,7 @@ import pathlib
 import numpy as np
 import torch
 
-from pyro_aevb.data import Dataset, DataError, check_support
+from pyro_aevb.data import Dataset, DataError, binarize_static, check_support
 
 __all__ = ["FILE_SUFFIXES", "as_dataset", "choose_likelihood", "describe", "file_sha256", "held_out_rows", "read_data_file"]
 
@@ -194,10 +194,8 @@ def as_dataset(data, likelihood=None, test_fraction=0.1, seed=0, test_rows=None,
     for split, x in (("training", train), ("test", test)):
         check_support(x, likelihood, f"the {split} data ({name})")
     if likelihood == "bernoulli" and binarize in ("static", "dynamic"):
-        from pyro_aevb.data import _binarize_static
-
-        test = _binarize_static(test)
-        train = _binarize_static(train) if binarize == "static" else train
+        test = binarize_static(test)
+        train = binarize_static(train) if binarize == "static" else train
     dataset = Dataset(name, train, test, _image_shape(train.shape[1:]), likelihood,
                       binarize if likelihood == "bernoulli" else "none")
     return dataset, rows

@@ -36,6 +36,17 @@ def _count(text):
     return int(value)
 
 
+def _hidden(text):
+    """Parse ``500`` (one hidden layer) or ``200,200`` (several)."""
+    try:
+        dims = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, e.g. 200,200; got {text!r}") from None
+    if any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"hidden units must be positive, got {text!r}")
+    return dims[0] if len(dims) == 1 else dims
+
+
 def _option(text):
     """Parse ``KEY=VALUE``; the value is read as JSON when it can be (numbers, booleans), else kept as text."""
     key, sep, value = text.partition("=")
@@ -49,6 +60,7 @@ def _option(text):
 
 def _add_train(sub):
     from pyro_aevb.experiment.train import DEFAULT_HIDDEN, METHODS, TrainConfig
+    from pyro_aevb.models.nets import ACTIVATIONS
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -74,11 +86,21 @@ def _add_train(sub):
       help="binarisation of Bernoulli data: dynamic re-draws binary pixels for every minibatch (a proper "
       "Bernoulli likelihood), static once, none keeps grey levels as cross-entropy targets [dynamic]")
     a("--latent-dim", type=int, help=f"N_z, the latent dimension [{d.latent_dim}]")
-    a("--hidden", type=int, help=f"hidden units of encoder and decoder [{DEFAULT_HIDDEN}]")
+    a("--hidden", type=_hidden, help="hidden units of encoder and decoder; 200,200 for two hidden layers "
+      f"[one layer: {DEFAULT_HIDDEN}]")
+    a("--activation", help=f"the hidden layers' nonlinearity: {' | '.join(ACTIVATIONS)} [{d.activation}]")
     a("--method", choices=list(METHODS),
       help="aevb: SGVB estimator B, analytic KL (Eq. 7 and 10); aevb-mc: estimator A (Eq. 6); others: baselines [aevb]")
     a("--samples", type=_count, help=f"training budget in samples seen, e.g. 1e6 [{d.samples:.0e}]")
-    a("--lr", type=float, help=f"Adagrad step size; the paper chose from 0.01, 0.02, 0.1 [{d.lr}]")
+    a("--lr", type=float, help=f"the optimizer's step size; for Adagrad the paper chose from 0.01, 0.02, 0.1 [{d.lr}]")
+    a("--optim", help=f"a torch.optim optimizer by name: Adagrad (the paper's), Adam, AdamW, SGD, ... [{d.optim}]")
+    a("--optim-option", type=_option, action="append", dest="optim_options", metavar="KEY=VALUE",
+      help="an option of --optim, e.g. betas=[0.9,0.999] or eps=1e-4 (repeatable)")
+    a("--lr-scheduler", help="a torch.optim.lr_scheduler by name, stepped once per epoch (N training samples); "
+      "Burda et al. (2015): MultiStepLR with milestones=[1,4,13,40,121,364,1093] and gamma=0.7196856730011519 "
+      "(10^(-1/7)) [none: a constant step size]")
+    a("--lr-scheduler-option", type=_option, action="append", dest="lr_scheduler_options", metavar="KEY=VALUE",
+      help="an option of --lr-scheduler, e.g. milestones=[1,4,13] (repeatable)")
     a("--batch-size", type=int, help=f"minibatch size M [{d.batch_size}]")
     a("--num-particles", type=int, help=f"samples L of z per datapoint [{d.num_particles}]")
     a("--weight-decay", type=float, help=f"precision of the N(0, I/λ) prior on the parameters; 0 disables [{d.weight_decay}]")
@@ -114,7 +136,7 @@ def _train(args):
         for f in dataclasses.fields(TrainConfig)
         if getattr(args, f.name, None) is not None
     }
-    for name in ("model_options", "method_options", "log_marginal_options"):
+    for name in ("model_options", "method_options", "log_marginal_options", "optim_options", "lr_scheduler_options"):
         if name in given:
             given[name] = dict(given[name])
     if args.resume and (args.out / "config.json").exists():

@@ -22,7 +22,7 @@ __all__ = ["evaluate_run"]
 
 
 def evaluate_run(run_dir, estimator="hmc", split="test", num_points=1000, data_dir=None, device="cpu",
-                 seed=0, out=None, bdmc=None, ais_start="guide", data=None, **options):
+                 seed=0, out=None, bdmc=None, ais_start="guide", data=None, model=None, guide=None, **options):
     """
     Estimate :math:`\\log p_\\theta(x)` per datapoint for the first ``num_points`` datapoints of a split.
 
@@ -48,6 +48,8 @@ def evaluate_run(run_dir, estimator="hmc", split="test", num_points=1000, data_d
         poor start on simulated points, not AIS on the data, and starting from the prior is the check.
     :param data: for a run trained on data passed to :func:`~pyro_aevb.train` as ``data=``, the same
         data (checked against the run's record of it); a run trained on a file reads the file again.
+    :param model: your model object (and ``guide``, with a model function), built as the run's was,
+        into which the run's parameters are loaded (:func:`~pyro_aevb.load_run`).
     :param options: passed to :func:`pyro_aevb.log_marginal_likelihood`.
     :returns: a dict with ``estimator``, ``split``, ``num_points``, ``log_marginal_likelihood`` (mean
         per datapoint, nats), ``stderr`` (of that mean), the run's ``lower_bound`` on the same points
@@ -60,7 +62,7 @@ def evaluate_run(run_dir, estimator="hmc", split="test", num_points=1000, data_d
     if not isinstance(device, str) or re.fullmatch(r"cpu|cuda(:\d+)?", device) is None:
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     # The estimator and its options are checked by log_marginal_likelihood, before it draws anything.
-    vae = load_run(run_dir, device=device)
+    vae = load_run(run_dir, device=device, model=model, guide=guide)
     config = vae.config
     guide = vae.guide if _has_encoder(config) else None
     p0 = guide if ais_start == "guide" else None  # where AIS and BDMC start

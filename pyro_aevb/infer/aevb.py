@@ -73,18 +73,21 @@ class AEVB:
         ``num_particles``: both draw the same random numbers in the same order, since the SVI path is
         told the model's plate nesting (read off the first step's check) instead of guessing it with a
         run of the model that draws numbers of its own.
+    :param optim: the optimizer, a :class:`~pyro.optim.PyroOptim` such as
+        :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
+        ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
     """
 
     has_encoder = True
 
     def __init__(self, model, guide=None, *, estimator="B", lr=0.02, num_particles=1, weight_decay=1.0,
-                 fast_path=True):
+                 fast_path=True, optim=None):
         if estimator not in ("A", "B"):
             raise ValueError(f"estimator must be 'A' or 'B', got {estimator!r}")
         _check_optim(lr, weight_decay)
         self.model, self.guide, self.vae = model_and_guide(model, guide)
         self.estimator = estimator
-        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
+        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay}) if optim is None else optim
         self.elbo = make_elbo(estimator == "B", num_particles)
         self.svi = SVI(per_datapoint(self.model), per_datapoint(self.guide), self.optim, self.elbo)
         self.num_particles = self.elbo.num_particles

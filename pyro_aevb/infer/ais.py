@@ -280,7 +280,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _fused_bernoulli(vae):
-    """Whether ``vae``'s likelihood is the library's Bernoulli MLP decoder itself (logits = loc(tanh(hidden(z))))."""
+    """Whether ``vae``'s likelihood is the library's Bernoulli MLP decoder itself (logits = loc(features(z)))."""
     from pyro_aevb.models.nets import BernoulliMLPDecoder
     from pyro_aevb.models.vae import VAE
 
@@ -347,7 +347,7 @@ class _ModelPath:
 
             return log_likelihood(self.vae, z, self.x)
         decoder = self.vae.decoder
-        h = torch.tanh(decoder.hidden(z))
+        h = decoder.features(z)
         x_weight, x_bias = self._x_proj
         return (h * x_weight).sum(-1) + x_bias - F.softplus(decoder.loc(h)).sum(-1)
 

@@ -69,11 +69,11 @@ class _MonteCarloEM:
 
     has_encoder = False
 
-    def __init__(self, model, lr, weight_decay, num_m_steps):
+    def __init__(self, model, lr, weight_decay, num_m_steps, optim=None):
         self.num_m_steps = check_whole("num_m_steps", num_m_steps)
         _check_optim(lr, weight_decay)
         self.model = model_and_guide(model, need_guide=False)[0]
-        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
+        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay}) if optim is None else optim
         self._validation = ValidatedOnce()
         self.space = None  # the model's latent sites, found at the first step
 
@@ -136,6 +136,9 @@ class MCEM(_MonteCarloEM):
     :param callable model: the model (:mod:`pyro_aevb.infer.sites`); or an object with ``.model``.
     :param float lr: Adagrad's global step size.
     :param float weight_decay: precision of the Gaussian prior on the parameters.
+    :param optim: the optimizer, a :class:`~pyro.optim.PyroOptim` such as
+        :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
+        ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
     :param int num_steps: leapfrog steps per transition (the paper: 10).
     :param int num_m_steps: Adagrad updates per E-step (the paper: 5).
     :param float target_accept_prob: the step sizes' target (the paper: 0.9).
@@ -153,8 +156,8 @@ class MCEM(_MonteCarloEM):
     """
 
     def __init__(self, model, *, lr=0.02, weight_decay=1.0, num_steps=10, num_m_steps=5, target_accept_prob=0.9,
-                 step_size=0.1):
-        super().__init__(model, lr, weight_decay, num_m_steps)
+                 step_size=0.1, optim=None):
+        super().__init__(model, lr, weight_decay, num_m_steps, optim)
         self.num_steps = check_whole("num_steps", num_steps)
         self.target_accept_prob = check_number("target_accept_prob", target_accept_prob, 0.0, 1.0)
         self.init_step_size = check_number("step_size", step_size, 0.0)
@@ -235,13 +238,16 @@ class ImportanceMCEM(_MonteCarloEM):
     :param callable model: the model (:mod:`pyro_aevb.infer.sites`); or an object with ``.model``.
     :param float lr: Adagrad's global step size.
     :param float weight_decay: precision of the Gaussian prior on the parameters.
+    :param optim: the optimizer, a :class:`~pyro.optim.PyroOptim` such as
+        :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
+        ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
     :param int num_proposals: :math:`K`; ten draws make the E-step cost about what the ten leapfrog
         steps of :class:`MCEM`'s do; the M-step then runs on ``K M`` rows.
     :param int num_m_steps: Adagrad updates per E-step.
     """
 
-    def __init__(self, model, *, lr=0.02, weight_decay=1.0, num_proposals=10, num_m_steps=5):
-        super().__init__(model, lr, weight_decay, num_m_steps)
+    def __init__(self, model, *, lr=0.02, weight_decay=1.0, num_proposals=10, num_m_steps=5, optim=None):
+        super().__init__(model, lr, weight_decay, num_m_steps, optim)
         self.num_proposals = check_whole("num_proposals", num_proposals)
 
     def e_step(self, x, idx, num_data):

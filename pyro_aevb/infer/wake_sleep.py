@@ -210,20 +210,23 @@ class WakeSleep:
     :param int num_particles: L: each datapoint's row is repeated L times, so each phase averages L
         samples per datapoint; this needs :math:`N \ge LM`.
     :param float weight_decay: precision of the Gaussian prior on the parameters.
+    :param optim: the optimizer, a :class:`~pyro.optim.PyroOptim` such as
+        :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
+        ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
     :param bool fast_path: compute both losses from the nets for the paper's own
         :class:`~pyro_aevb.models.vae.VAE` (``False`` traces the model and guide at every step).
     """
 
     has_encoder = True
 
-    def __init__(self, model, guide=None, *, lr=0.02, num_particles=1, weight_decay=1.0, fast_path=True):
+    def __init__(self, model, guide=None, *, lr=0.02, num_particles=1, weight_decay=1.0, fast_path=True, optim=None):
         if int(num_particles) != num_particles or num_particles < 1:
             raise ValueError(f"num_particles must be a positive integer, got {num_particles}")
         _check_optim(lr, weight_decay)
         self.model, self.guide, self.vae = model_and_guide(model, guide)
         self.fast_path = bool(fast_path)
         self.num_particles = int(num_particles)
-        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
+        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay}) if optim is None else optim
         self._validation = ValidatedOnce()
         self._first_step = True
         self._space = None

@@ -64,27 +64,31 @@ class VAE(nn.Module):
 
     :param int x_dim: data dimension D (784 for MNIST, 560 for Frey Face).
     :param int z_dim: latent dimension :math:`N_z`.
-    :param int hidden_dim: hidden units of both nets (500 for MNIST, 200 for Frey Face in [1]).
+    :param hidden_dim: hidden units of both nets (500 for MNIST, 200 for Frey Face in [1]); a sequence
+        of ints for several hidden layers (``(200, 200)``, as Burda et al. (2015)).
     :param str likelihood: ``"bernoulli"`` (binary or grey-level data in [0, 1], Appendix C.1) or
         ``"gaussian"`` (real data; the decoder's mean passes through a sigmoid, as for Frey Face).
     :param float init_std: parameters are initialised from :math:`\mathcal{N}(0, \text{init\_std}^2)`.
+    :param str activation: the hidden layers' nonlinearity (:data:`~pyro_aevb.models.nets.ACTIVATIONS`;
+        the paper's ``"tanh"``).
 
     Subclasses that change :meth:`model` keep the constructor's arguments; extra constructor arguments
     must be JSON-serialisable keyword arguments, so that :func:`pyro_aevb.load_run` can rebuild them.
     """
 
-    def __init__(self, x_dim, z_dim, hidden_dim, likelihood="bernoulli", init_std=0.01):
+    def __init__(self, x_dim, z_dim, hidden_dim, likelihood="bernoulli", init_std=0.01, activation="tanh"):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         self.x_dim, self.z_dim, self.hidden_dim = x_dim, z_dim, hidden_dim
         self.likelihood = likelihood
         self.init_kwargs = dict(
-            x_dim=x_dim, z_dim=z_dim, hidden_dim=hidden_dim, likelihood=likelihood, init_std=init_std
+            x_dim=x_dim, z_dim=z_dim, hidden_dim=hidden_dim, likelihood=likelihood, init_std=init_std,
+            activation=activation,
         )
-        self.encoder = GaussianMLPEncoder(x_dim, hidden_dim, z_dim, init_std=init_std)
+        self.encoder = GaussianMLPEncoder(x_dim, hidden_dim, z_dim, init_std=init_std, activation=activation)
         decoder = BernoulliMLPDecoder if likelihood == "bernoulli" else GaussianMLPDecoder
-        self.decoder = decoder(z_dim, hidden_dim, x_dim, init_std=init_std)
+        self.decoder = decoder(z_dim, hidden_dim, x_dim, init_std=init_std, activation=activation)
 
     def model(self, x, num_data=None):
         r"""
