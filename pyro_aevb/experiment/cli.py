@@ -122,6 +122,9 @@ def _add_train(sub):
       help="an option of the method, e.g. num_proposals=20 for mcem-is, num_steps=10 for mcem (repeatable)")
     a("--log-marginal-option", type=_option, action="append", dest="log_marginal_options", metavar="KEY=VALUE",
       help="an option of the marginal-likelihood estimator, e.g. num_samples=50, warmup_steps=100 (repeatable)")
+    a("--log", choices=["tensorboard"], help="also write TensorBoard event files under RUN_DIR/tensorboard: the bounds "
+      "and log p(x) at every evaluation, the training loss between them, the reconstructions (needs the "
+      "tensorboard package: pip install 'pyro-aevb[tensorboard]')")
     a("--out", required=True, type=Path, help="the run folder to write (RUN_DIR)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a("--no-progress", action="store_true", help="no progress bar")

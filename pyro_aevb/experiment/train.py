@@ -122,6 +122,8 @@ class TrainConfig:
     :param dict log_marginal_options: options of :func:`~pyro_aevb.log_marginal_likelihood`
         (``num_samples``, ``num_chains``, ``warmup_steps``, ...).
     :param dict method_options: extra keyword arguments of the method.
+    :param str log: ``"tensorboard"``: also write TensorBoard event files under ``RUN/tensorboard``
+        (:class:`~pyro_aevb.experiment.tensorboard.TensorBoardLogger`; needs the ``tensorboard`` extra).
     """
 
     dataset: str = "mnist"
@@ -154,6 +156,7 @@ class TrainConfig:
     log_marginal_points: int = 100
     log_marginal_options: dict = dataclasses.field(default_factory=dict)
     method_options: dict = dataclasses.field(default_factory=dict)
+    log: str = None
 
     def validate(self):
         """
@@ -180,6 +183,8 @@ class TrainConfig:
         self.dataset = str(self.dataset)
         if self.binarize not in (None, "none", "static", "dynamic"):
             raise ConfigError(f"binarize must be 'none', 'static' or 'dynamic', got {self.binarize!r}")
+        if self.log not in (None, "tensorboard"):
+            raise ConfigError(f"log must be 'tensorboard' or None, got {self.log!r}")
         if self.likelihood not in (None, "bernoulli", "gaussian"):
             raise ConfigError(f"likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}")
         if self.likelihood == "gaussian" and self.binarize not in (None, "none"):
@@ -493,7 +498,7 @@ def eval_schedule(total, batch_size, num_points=None, first=None, min_ratio=EVAL
     return [int(s) * batch_size for s in steps]
 
 
-def train(config, out, resume=False, progress=True, samples=None, data=None, model=None, guide=None):
+def train(config, out, resume=False, progress=True, samples=None, data=None, model=None, guide=None, callbacks=()):
     """
     Train a model and write its run folder. Everything the ``pyro-aevb train`` command does.
 
@@ -513,6 +518,10 @@ def train(config, out, resume=False, progress=True, samples=None, data=None, mod
         (their parameters in Pyro's param store). Its trained parameters go into it; to resume, or to
         load the run later (:func:`load_run`), pass an object built the same way as ``model=``.
     :param guide: the guide function, with a model function.
+    :param callbacks: functions ``fn(samples, metrics)`` called at every evaluation with the samples
+        seen and the evaluation's row of ``metrics.csv`` (a dict of floats, ``None`` where not
+        evaluated), on the main process. One that returns ``False`` stops the run cleanly: a checkpoint
+        is written and ``resume=True`` continues it. (A tracker such as MLflow logs through one.)
     :returns: the trained model (a :class:`~pyro_aevb.models.vae.VAE`), as :func:`pyro_aevb.load_run` would.
 
     .. note:: Pyro's parameter store is global: this clears it.
@@ -544,7 +553,9 @@ def train(config, out, resume=False, progress=True, samples=None, data=None, mod
             config = world.on_main(open_run)
             if prepared is None:
                 prepared = load_data(config, data, record=read_data_record(run))
-            return _Trainer(config.validate(), run, progress, world, prepared, given).run(resume)
+            trainer = _Trainer(config.validate(), run, progress, world, prepared, given)
+            trainer.callbacks = list(callbacks)
+            return trainer.run(resume)
     finally:
         world.close()
 
@@ -891,9 +902,33 @@ class _Trainer:
             run_dir.start_metrics(METRICS_COLUMNS)
         return None
 
+    def _watchers(self):
+        """The TensorBoard logger the run asks for, on the main process (``None`` otherwise)."""
+        if self.config.log != "tensorboard" or not self.world.is_main:
+            return None
+        from pyro_aevb.experiment.tensorboard import TensorBoardLogger
+
+        return TensorBoardLogger(self.run_dir.path / "tensorboard")
+
+    def _watch(self, row):
+        """Tell TensorBoard and the callbacks about an evaluation; ``True`` if a callback asks to stop."""
+        metrics = metrics_as_floats([row])[0]
+        if self.tensorboard is not None:
+            self.tensorboard.evaluation(self.samples, metrics)
+            if self.dataset.image_shape is not None:
+                from pyro_aevb.experiment.plots import plot_reconstructions
+
+                x = self.dataset.eval_split("test", 10)
+                self.tensorboard.figure(
+                    "reconstructions", lambda f: plot_reconstructions(self.vae, x, self.dataset.image_shape, f), self.samples
+                )
+        return any([callback(self.samples, dict(metrics)) is False for callback in self.callbacks])
+
     def run(self, resume):
         config, run_dir, world = self.config, self.run_dir, self.world
         self.metrics_rows, self._saved_at = [], None
+        self.callbacks = getattr(self, "callbacks", [])
+        self.tensorboard = None
         state = world.on_main(lambda: self._begin(resume))
         if state is not None:
             self._restore(state)
@@ -901,6 +936,8 @@ class _Trainer:
         step = self._step if world.size == 1 else self._distributed_step
         interrupted = _InterruptFlag()
         bar = self._bar = _progress_bar(self.progress and world.is_main, config.samples, self.samples)
+        self.tensorboard = self._watchers()
+        stopped = False
         try:
             with interrupted, world.reduce_gradients():
                 while self.samples < config.samples:
@@ -913,6 +950,8 @@ class _Trainer:
                         )
                     self.samples += config.batch_size
                     self.steps += 1
+                    if self.tensorboard is not None:
+                        self.tensorboard.loss(self.samples, loss)
                     if self.lr_scheduler is not None:  # once per epoch: every N training samples
                         for _ in range(self.samples // self.num_data - (self.samples - config.batch_size) // self.num_data):
                             self.lr_scheduler.step()
@@ -925,15 +964,23 @@ class _Trainer:
                             with self._writing("a row of metrics.csv", run_dir.metrics_path):
                                 run_dir.append_metrics(row)
                         bar.set_postfix_str(_postfix(row), refresh=False)
-                    if self.samples % config.checkpoint_every < config.batch_size or stop:
+                        stopped = world.on_main(lambda: self._watch(row))
+                    if self.samples % config.checkpoint_every < config.batch_size or stop or stopped:
                         self._save()
                     bar.update(config.batch_size)
                     faultpoints.reached("step")
                     if stop:
                         raise KeyboardInterrupt(f"interrupted at {self.samples} samples; checkpoint saved")
+                    if stopped:
+                        _note(f"a callback stopped the run at {self.samples} samples; checkpoint saved, "
+                              "resume it to continue")
+                        break
         finally:
             bar.close()
-        self._save()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+        if not stopped:
+            self._save()
         metrics = world.on_main(lambda: metrics_as_floats(self.metrics_rows))
         if world.is_main:
             with run_dir.writing("the plots", run_dir.path, checkpoint_samples=self._saved_at, finished=True):
