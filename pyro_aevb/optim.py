@@ -77,7 +77,7 @@ class FusedOptim(PyroOptim):
     def add_params(self, params):
         """
         Let ``params`` (tensors of Pyro's param store) join the optimizer before its first step, so that
-        a learning-rate scheduler can be built over it (:attr:`optimizer`) from the start.
+        a learning-rate scheduler can be built over it (its ``optimizer``) from the start.
         """
         new = [p for p in params if p not in self._known]
         if new:
@@ -196,8 +196,8 @@ def _saved(key, value):
 class FusedAdagrad(FusedOptim):
     r"""
     One :class:`torch.optim.Adagrad` over every parameter that :class:`~pyro.infer.SVI` hands it, with
-    the interface of :class:`~pyro.optim.PyroOptim`: ``__call__(params)``, :meth:`get_state` and
-    :meth:`set_state`.
+    the interface of :class:`~pyro.optim.PyroOptim`: ``__call__(params)``, :meth:`~FusedOptim.get_state` and
+    :meth:`~FusedOptim.set_state`.
 
     Parameters seen for the first time (a ``pyro.param`` that a model creates mid-training, say) join
     the optimizer when they first appear; a call moves only the parameters it is given, as
@@ -218,7 +218,7 @@ class FusedAdagrad(FusedOptim):
         :math:`10^{-38}` contributes nothing to the bound, and zero is where the decay takes it.
 
     .. note:: The step size and the other settings are this object's: a state loaded with
-        :meth:`set_state` brings each parameter's accumulated squared gradients and step count, not the
+        :meth:`~FusedOptim.set_state` brings each parameter's accumulated squared gradients and step count, not the
         settings it was saved with (a resumed run may change ``lr``).
     """
 
