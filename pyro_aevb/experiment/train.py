@@ -207,7 +207,6 @@ class TrainConfig:
 
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
-        self._check_optim()
         for name in ("num_train", "eval_points"):
             if getattr(self, name) is not None:
                 check_whole(name, getattr(self, name), 1, error=ConfigError)
@@ -245,6 +244,7 @@ class TrainConfig:
             raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} asked for, but CUDA is not available")
+        self._check_optim()
         return self
 
     def _check_optim(self):
