@@ -23,8 +23,10 @@ Adagrad at the same step size):
 - on request (``--contenders``): ``aevb-svi`` / ``aevb-mc-svi`` (AEVB with ``fast_path=False``, the
   path of a swapped prior), ``aevb-noflush`` / ``aevb-mc-noflush`` (AEVB without
   :class:`~pyro_aevb.optim.FusedAdagrad`'s flush of subnormal weights, which the plain loop does not
-  do either) and ``plain-B-default`` / ``plain-A-default`` (``torch.optim.Adagrad`` with PyTorch's
-  default implementation, a per-tensor loop on the CPU).
+  do either), ``plain-B-default`` / ``plain-A-default`` (``torch.optim.Adagrad`` with PyTorch's
+  default implementation, a per-tensor loop on the CPU), and ``aevb-adam`` / ``plain-B-adam`` (the
+  same with Adam, ``--optim Adam``, against ``torch.optim.Adam(fused=True)``: a step with Adam should
+  cost about what a step with Adagrad does).
 
 The contenders take turns: each round runs ``--steps`` steps of each (in reverse order every other
 round), and the table reports the median samples/s over ``--rounds`` rounds (the range in brackets)
@@ -100,6 +102,8 @@ CONTENDERS = {
     "aevb-mc-svi": ("aevb", "A", {"fast_path": False}),
     "aevb-noflush": ("aevb", "B", {"flush": False}),
     "aevb-mc-noflush": ("aevb", "A", {"flush": False}),
+    "aevb-adam": ("aevb", "B", {"optim": "Adam"}),
+    "plain-B-adam": ("plain", "B", {"fused": True, "optim": "Adam"}),
     "plain-B-default": ("plain", "B", {}),
     "plain-A-default": ("plain", "A", {}),
     "iwae": ("iwae", "iwae", {}),
@@ -306,21 +310,25 @@ def make_contender(name, dataset, config, device, num_particles=5):
             update = _plain_update(optimizer, lambda x: plain_iwae_loss(vae, x, num_data, num_particles))
             what = f"PyTorch IWAE loop, K = {num_particles}, torch.optim.Adam(fused=True)"
     elif kind == "aevb":
-        config.method_options = {k: v for k, v in options.items() if k != "flush"}
+        config.method_options = {k: v for k, v in options.items() if k not in ("flush", "optim")}
+        config.optim = options.get("optim", config.optim)
         method = METHODS[config.method](vae, config)
         if options.get("flush") is False:  # an ablation: subnormal weights left in place
             method.optim.flush_subnormals_every = None
 
         def update(idx, x):
-            method.step(x, idx, num_data)
+            method.step(x, num_data, idx=idx)
 
         what = f"pyro-aevb train --method {config.method}" + {
-            "fast_path": " (fast_path=False: SVI every step)", "flush": " (subnormal weights not flushed)"
+            "fast_path": " (fast_path=False: SVI every step)", "flush": " (subnormal weights not flushed)",
+            "optim": f" --optim {options.get('optim')}",
         }.get(next(iter(options), None), "")
     elif kind == "plain":
-        optimizer = torch.optim.Adagrad(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay, **options)
+        optim = getattr(torch.optim, options.get("optim", "Adagrad"))
+        fused = {k: v for k, v in options.items() if k != "optim"}
+        optimizer = optim(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
         update = _plain_update(optimizer, lambda x: plain_loss(vae, x, num_data, estimator))
-        what = "PyTorch loop, torch.optim.Adagrad(" + ("fused=True)" if options else "defaults)")
+        what = f"PyTorch loop, torch.optim.{optim.__name__}(" + ("fused=True)" if fused else "defaults)")
     else:
         elbo = TraceMeanField_ELBO() if estimator == "B" else Trace_ELBO()
         svi = SVI(vae.model, vae.guide, pyro.optim.Adagrad({"lr": config.lr, "weight_decay": config.weight_decay}), elbo)

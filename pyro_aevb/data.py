@@ -54,6 +54,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "MinibatchSampler",
+    "binarize_static",
     "check_support",
     "load_dataset",
     "resolve_data_dir",
@@ -106,9 +107,10 @@ class Dataset:
     A data set as two tensors on one device, one row per data point.
 
     :param str name: registry name.
-    :param torch.Tensor train: float32 ``[num_train, x_dim]`` with values in :math:`[0, 1]`.
-    :param torch.Tensor test: float32 ``[num_test, x_dim]``.
-    :param tuple image_shape: ``(height, width)``; ``x_dim == height * width``, rows row-major.
+    :param torch.Tensor train: float32 ``[num_train, ...]``, one datapoint per row, of any shape.
+    :param torch.Tensor test: float32 ``[num_test, ...]``, datapoints of the same shape.
+    :param tuple image_shape: ``(height, width)`` of the images a datapoint shows (row-major), for the
+        figures; ``None`` for data that are not images.
     :param str likelihood: ``"bernoulli"`` or ``"gaussian"``.
     :param str binarize: ``"none"``, ``"static"`` or ``"dynamic"`` (see the module docstring);
         always ``"none"`` for Gaussian data.
@@ -128,21 +130,30 @@ class Dataset:
             raise ValueError(f"binarize must be one of {_BINARIZE_MODES}, got {self.binarize!r}")
         if self.likelihood == "gaussian" and self.binarize != "none":
             raise ValueError("binarize must be 'none' for gaussian data")
-        object.__setattr__(self, "image_shape", tuple(self.image_shape))
-        x_dim = math.prod(self.image_shape)
+        if self.image_shape is not None:
+            object.__setattr__(self, "image_shape", tuple(self.image_shape))
+        shape = tuple(self.train.shape[1:])
         for split in ("train", "test"):
             x = getattr(self, split)
-            if x.dtype != torch.float32 or x.dim() != 2 or x.shape[1] != x_dim:
+            if x.dtype != torch.float32 or x.dim() < 1 or tuple(x.shape[1:]) != shape:
                 raise ValueError(
-                    f"{split} must be float32 of shape [N, {x_dim}], got {x.dtype} {tuple(x.shape)}"
+                    f"{split} must be float32 of shape [N, {', '.join(map(str, shape))}], got {x.dtype} {tuple(x.shape)}"
                 )
             object.__setattr__(self, split, x.contiguous())
+        if self.image_shape is not None and math.prod(self.image_shape) != self.x_dim:
+            raise ValueError(f"image_shape {self.image_shape} does not hold the {self.x_dim} values of a datapoint")
         if self.train.device != self.test.device:
             raise ValueError(f"train on {self.train.device} but test on {self.test.device}")
 
     @property
     def x_dim(self):
-        return self.train.shape[1]
+        """The number of values in a datapoint (the built-in nets' input size)."""
+        return math.prod(self.train.shape[1:])
+
+    @property
+    def data_shape(self):
+        """The shape of one datapoint, as the model sees it."""
+        return tuple(self.train.shape[1:])
 
     @property
     def num_train(self):
@@ -179,7 +190,7 @@ class Dataset:
                 raise ValueError(f"num_points must be in [0, {x.shape[0]}], got {num_points}")
             x = x[:num_points]
         if split == "train" and self.binarize == "dynamic":
-            x = _binarize_static(x)
+            x = binarize_static(x)
         return x
 
     def __repr__(self):
@@ -239,8 +250,8 @@ def check_support(x, likelihood, what="data"):
         )
 
 
-def _binarize_static(x):
-    # On the CPU, so that the result does not depend on the device.
+def binarize_static(x):
+    """``x`` (values in [0, 1]) binarized once with the fixed seed of evaluation sets, on the CPU so that the result does not depend on the device."""
     generator = torch.Generator().manual_seed(_BINARIZE_SEED)
     return torch.bernoulli(x.cpu(), generator=generator).to(x.device)
 
@@ -474,9 +485,9 @@ def load_dataset(name, data_dir=None, binarize=None, download=True, device="cpu"
 
     train, test = dataset.train, dataset.test
     if binarize == "static":
-        train = _binarize_static(train)
+        train = binarize_static(train)
     if binarize in ("static", "dynamic"):
-        test = _binarize_static(test)
+        test = binarize_static(test)
     return dataclasses.replace(dataset, train=train, test=test, binarize=binarize).to(device)
 
 
@@ -496,7 +507,7 @@ class MinibatchSampler:
     depends only on ``seed`` and can be resumed exactly with :meth:`state_dict` and
     :meth:`load_state_dict`.
 
-    :param torch.Tensor data: ``[N, D]`` tensor, e.g. :attr:`Dataset.train`.
+    :param torch.Tensor data: ``[N, ...]`` tensor, e.g. :attr:`Dataset.train`.
     :param int batch_size: number of rows per batch (``M`` in [1]).
     :param int seed: seed of the sampler's generator.
     :param bool dynamic_binarize: whether to draw ``torch.bernoulli(x)`` afresh for each batch
@@ -506,8 +517,8 @@ class MinibatchSampler:
     """
 
     def __init__(self, data, batch_size, seed, dynamic_binarize=False):
-        if data.dim() != 2 or data.shape[0] == 0:
-            raise ValueError(f"data must be a non-empty [N, D] tensor, got shape {tuple(data.shape)}")
+        if data.dim() < 1 or data.shape[0] == 0:
+            raise ValueError(f"data must be a non-empty [N, ...] tensor, got shape {tuple(data.shape)}")
         if not isinstance(batch_size, int) or not 1 <= batch_size <= data.shape[0]:
             raise ValueError(f"batch_size must be an int in [1, {data.shape[0]}], got {batch_size!r}")
         self.data = data
@@ -527,7 +538,7 @@ class MinibatchSampler:
     def next(self):
         """
         :returns: ``(indices, x)``: the long indices ``[M]`` of the rows drawn and the rows
-            ``[M, D]`` (binarized if ``dynamic_binarize``).
+            ``[M, ...]`` (binarized if ``dynamic_binarize``).
         :rtype: tuple
         """
         num_data = self.data.shape[0]

@@ -285,12 +285,12 @@ def test_models_outside_the_class_are_refused_at_the_first_step(case):
     model, guide, message = VIOLATIONS[case]
     x = torch.randn(8, 1)
     with pytest.raises(UnsupportedModelError, match=message):
-        AEVB(model, guide).step(x, torch.arange(8), 80)
+        AEVB(model, guide).step(x, 80, idx=torch.arange(8))
     with pytest.raises(UnsupportedModelError, match=message):
         log_marginal_likelihood(model, x, "is", guide)
     if case not in ("guide-lacks-a-site", "guide-has-an-extra-site"):
         with pytest.raises(UnsupportedModelError, match=message):
-            MCEM(model).step(x, torch.arange(8), 80)
+            MCEM(model).step(x, 80, idx=torch.arange(8))
 
 
 # -- N/M scaling without num_data -----------------------------------------------------------------
@@ -338,7 +338,7 @@ def _train(method, data, steps, batch_size=100):
     for _ in range(steps):
         idx = torch.randint(len(train_x), (batch_size,), generator=g)
         x = train_x[idx].bernoulli(generator=g)
-        loss = method.step(x, idx, len(train_x))
+        loss = method.step(x, len(train_x), idx=idx)
     return loss
 
 

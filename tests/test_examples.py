@@ -16,6 +16,7 @@ EXAMPLES = {
     "frey_face.py": "--data-dir {data} --latent-dim 2 --samples 1000 --eval-points 2 --grid 5 --no-progress --out {out}",
     "custom_prior.py": "--samples 1000 --num-points 5 --num-proposals 10 --num-chains 2 --num-temps 5 --bdmc 3 --latent-dim 2 --hidden 50 --eval-points 2 --no-progress --out {out}",
     "custom_likelihood.py": "--samples 1000 --num-points 5 --num-proposals 10 --latent-dim 2 --hidden 50 --eval-points 2 --no-progress --out {out}",
+    "own_data.py": "--num-points 300 --hidden 16 --samples 1000 --eval-points 2 --eval-test-points 5 --num-chains 2 --num-temps 5 --no-progress --out {out}",
 }
 
 
@@ -36,6 +37,9 @@ def test_example_runs(script, tmp_path, shared_data):
     assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
     # The comparison examples write one run folder per model under {out}.
     assert any((tmp_path / "run").rglob("metrics.csv")), f"{script} wrote no metrics.csv"
+    if script == "own_data.py":  # loaded back into the script's own class, evaluated by AIS, logged to TensorBoard
+        assert "log p(x) by AIS" in result.stdout, result.stdout
+        assert any((tmp_path / "run" / "tensorboard").iterdir()), "no TensorBoard event files"
     if script == "custom_prior.py":  # the priors are compared by AIS, with the BDMC gap of each
         assert "By AIS the" in result.stdout and result.stdout.count("simulated digits") == 2, result.stdout
 

@@ -69,7 +69,7 @@ def _train_reference(vae, x, estimator, num_particles=1, steps=4):
 def _train_aevb(vae, x, estimator, num_particles=1, steps=4, **kwargs):
     method = AEVB(vae, estimator=estimator, lr=LR, num_particles=num_particles, weight_decay=WEIGHT_DECAY, **kwargs)
     for _ in range(steps):
-        method.step(x, None, NUM_DATA)
+        method.step(x, NUM_DATA)
     return method
 
 
@@ -172,9 +172,9 @@ def test_swapped_models_train_as_pyros_reference(cls, likelihood, options, direc
     x = _data(likelihood)
     expected = _reference_params(lambda: _vae(cls, likelihood, **options), x, estimator)
     method = AEVB(_vae(cls, likelihood, **options), estimator=estimator, lr=LR, weight_decay=WEIGHT_DECAY)
-    method.step(x, None, NUM_DATA)
+    method.step(x, NUM_DATA)
     after_one_step = _store_values()
-    losses = [method.step(x, None, NUM_DATA) for _ in range(3)]
+    losses = [method.step(x, NUM_DATA) for _ in range(3)]
     assert method.uses_fast_path == direct, f"{cls.__name__} should train on the {'direct' if direct else 'SVI'} path"
     assert all(torch.isfinite(torch.tensor(losses))), f"{cls.__name__}: non-finite loss {losses}"
     trained = _store_values()
@@ -210,16 +210,16 @@ def test_resume_gives_the_same_next_steps(cls, estimator):
     x = _data()
     method = AEVB(_vae(cls), estimator=estimator, lr=LR, weight_decay=WEIGHT_DECAY)
     for _ in range(3):
-        method.step(x, None, NUM_DATA)
+        method.step(x, NUM_DATA)
     state = _checkpoint(method.vae, method.state_dict()["optim"])
     for _ in range(2):
-        method.step(x, None, NUM_DATA)
+        method.step(x, NUM_DATA)
     expected = _store_values()
 
     resumed = AEVB(_resume(state, _vae(cls), x), estimator=estimator, lr=LR, weight_decay=WEIGHT_DECAY)
     resumed.load_state_dict({"optim": state["optim"]})
     for _ in range(2):
-        resumed.step(x, None, NUM_DATA)
+        resumed.step(x, NUM_DATA)
     _assert_same_params(_store_values(), expected, "resumed vs uninterrupted", rtol=0, atol=0)
 
 
@@ -271,7 +271,7 @@ def test_fused_adagrad_moves_only_the_given_parameters_and_takes_new_ones():
 def test_validation_setting_is_left_as_found():
     method = AEVB(_vae(), estimator="B", lr=LR, weight_decay=WEIGHT_DECAY)
     for _ in range(3):
-        method.step(_data(), None, NUM_DATA)
+        method.step(_data(), NUM_DATA)
     assert pyro.infer.util.is_validation_enabled(), "AEVB.step changed the global validation setting"
 
 
@@ -287,7 +287,7 @@ def test_first_step_validates_the_model():
 
     method = AEVB(_vae(WrongSupport), estimator="B", lr=LR, weight_decay=WEIGHT_DECAY)
     with pytest.raises(ValueError):
-        method.step(_data(), None, NUM_DATA)
+        method.step(_data(), NUM_DATA)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

@@ -117,12 +117,19 @@ def test_every_invalid_estimator_option_is_refused_by_name(case):
     assert name in str(info.value), f"{estimator} {name}={value!r}: {info.value}"
 
 
-@pytest.mark.parametrize("x", [torch.rand(0, 4), torch.rand(4), torch.ones(2, 4, dtype=torch.long),
+@pytest.mark.parametrize("x", [torch.rand(0, 4), torch.ones(2, 4, dtype=torch.long),
                                torch.tensor([[0.0, 1.0, math.nan, 0.0]]), [[0.0, 1.0, 1.0, 0.0]]])
 @pytest.mark.parametrize("estimator", ["hmc", "is"])
 def test_invalid_data_is_refused(x, estimator):
     with pytest.raises(ValueError, match="x "):
         log_marginal_likelihood(_VAE.model, x, estimator, guide=_VAE.guide)
+
+
+@pytest.mark.parametrize("estimator", ["hmc", "is"])
+def test_data_of_another_shape_than_the_model_takes_is_refused_by_the_model(estimator):
+    """Data of any shape [N, ...] reach the model; four scalar datapoints are not what a 4-D model takes."""
+    with pytest.raises(ValueError, match="last dimension 4"):
+        log_marginal_likelihood(_VAE.model, torch.rand(4), estimator, guide=_VAE.guide)
 
 
 # -- pyro-aevb evaluate ----------------------------------------------------------------------------

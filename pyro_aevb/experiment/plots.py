@@ -68,7 +68,7 @@ def plot_lower_bound(curves, path, metric="lower_bound", title=None, ax=None, y_
 
 
 def image_grid(images, image_shape, nrow):
-    """Tile ``images`` (``[K, D]`` in [0, 1]) into one array of ``nrow`` rows."""
+    """Tile ``images`` (``[K, ...]`` in [0, 1], ``height * width`` values each) into one array of ``nrow`` rows."""
     h, w = image_shape
     k = images.shape[0]
     ncol = -(-k // nrow)
@@ -117,14 +117,15 @@ def manifold_site(model, x_like):
     return space.names[0] if space.dim == 2 and len(space.names) == 1 else None
 
 
-def plot_manifold(vae, image_shape, path, num=20, ax=None, title=None):
+def plot_manifold(vae, image_shape, path, num=20, ax=None, title=None, data_shape=None):
     """
     Decode :func:`latent_grid` with a model whose one latent site is 2-D: the learned data manifold
-    (Figure 4 of [1]). ``vae`` is any object with a Pyro ``.model`` (its parameters on the device).
+    (Figure 4 of [1]). ``vae`` is any object with a Pyro ``.model`` (its parameters on the device);
+    ``data_shape`` is the shape of a datapoint as the model takes it (default: flat).
     """
     plt = _pyplot()
     device = next(iter(vae.parameters())).device if hasattr(vae, "parameters") else "cpu"
-    x_like = torch.zeros(num * num, math.prod(image_shape), device=device)
+    x_like = torch.zeros(num * num, *(data_shape or (math.prod(image_shape),)), device=device)
     site = manifold_site(vae.model, x_like)
     if site is None:
         raise ValueError("a manifold plot needs a model with one latent site, 2-D per datapoint")

@@ -252,12 +252,14 @@ class RunDir:
             if any(row[f"train_{metric}"] is not None for row in rows):
                 with self._atomic(f"{metric}.png") as tmp:
                     plot_lower_bound({"": rows}, tmp, metric=metric)
+        if dataset.image_shape is None:  # data that are not images: no figures of them
+            return
         with self._atomic("reconstructions.png") as tmp:
             plot_reconstructions(vae, dataset.eval_split("test", 10), dataset.image_shape, tmp)
         x_test = dataset.eval_split("test", 1)
         if manifold_site(vae.model, x_test) is not None:
             with self._atomic("manifold.png") as tmp:
-                plot_manifold(vae, dataset.image_shape, tmp)
+                plot_manifold(vae, dataset.image_shape, tmp, data_shape=dataset.data_shape)
 
     @contextlib.contextmanager
     def _atomic(self, name):

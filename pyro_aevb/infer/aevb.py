@@ -42,7 +42,7 @@ from pyro.infer import SVI
 from pyro_aevb.infer.elbo import _cuda_devices, make_elbo
 from pyro_aevb.optim import FusedAdagrad
 from pyro_aevb.infer.sgvb import sgvb_loss
-from pyro_aevb.infer.sites import check_model, model_and_guide, paper_vae, per_datapoint
+from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, paper_vae, per_datapoint
 
 __all__ = ["AEVB", "PAPER_STEP_SIZES"]
 
@@ -75,28 +75,32 @@ class AEVB:
         ``num_particles``: both draw the same random numbers in the same order, since the SVI path is
         told the model's plate nesting (read off the first step's check) instead of guessing it with a
         run of the model that draws numbers of its own.
+    :param optim: the optimizer, a :class:`~pyro.optim.PyroOptim` such as
+        :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
+        ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
     """
 
     has_encoder = True
 
     def __init__(self, model, guide=None, *, estimator="B", lr=0.02, num_particles=1, weight_decay=1.0,
-                 fast_path=True):
+                 fast_path=True, optim=None):
         if estimator not in ("A", "B"):
             raise ValueError(f"estimator must be 'A' or 'B', got {estimator!r}")
         self.estimator = estimator
         elbo = make_elbo(estimator == "B", num_particles)
         direct_loss = functools.partial(sgvb_loss, estimator=estimator, num_particles=elbo.num_particles)
-        self._build(model, guide, elbo, direct_loss, lr, weight_decay, fast_path)
+        self._build(model, guide, elbo, direct_loss, lr, weight_decay, fast_path, optim)
 
-    def _build(self, model, guide, elbo, direct_loss, lr, weight_decay, fast_path):
+    def _build(self, model, guide, elbo, direct_loss, lr, weight_decay, fast_path, optim=None):
         """
         The parts every method of this kind shares: the optimizer, :class:`~pyro.infer.SVI` on ``elbo``
         (an object with Pyro's ELBO interface), and ``direct_loss(vae, x, num_data)``, the same objective
-        written out for the paper's own :class:`~pyro_aevb.models.vae.VAE` (the fast path).
+        written out for the paper's own :class:`~pyro_aevb.models.vae.VAE` (the fast path). ``optim``: as the
+        class's parameter of that name (``None``: the paper's Adagrad with ``lr`` and ``weight_decay``).
         """
         _check_optim(lr, weight_decay)
         self.model, self.guide, self.vae = model_and_guide(model, guide)
-        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
+        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay}) if optim is None else optim
         self.elbo = elbo
         self.svi = SVI(per_datapoint(self.model), per_datapoint(self.guide), self.optim, self.elbo)
         self.num_particles = self.elbo.num_particles
@@ -110,12 +114,18 @@ class AEVB:
         """Whether the steps compute the estimator in closed form rather than through SVI (known after the first)."""
         return self._params is not None
 
-    def step(self, x, idx=None, num_data=None):
+    def step(self, x, num_data=None, *, idx=None):
         r"""
-        One Adagrad step on the minibatch ``x`` (rows ``idx`` of a data set of size ``num_data``).
+        One step on the minibatch ``x``, called as :meth:`SVI.step <pyro.infer.SVI.step>` is, with the
+        model's own arguments: ``num_data`` (the data set's size :math:`N`) is passed on to a model that
+        takes it, and scales the others' log-densities by :math:`N/M`; without it the scale is 1.
 
+        :param torch.Tensor x: the minibatch ``[M, ...]``.
+        :param int num_data: the data set's size :math:`N` (``None``: scale 1).
+        :param idx: the rows' indices in the data set; not used (accepted as every method's step does).
         :returns: the loss, :math:`-\widetilde{\mathcal{L}}^M`, scaled to the whole data set.
         """
+        num_data = check_num_data(x, num_data)
         if self._first_step:
             self._first_step = False
             # Under the caller's validation setting: a model's mistakes surface at the first step.

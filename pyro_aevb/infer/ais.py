@@ -45,6 +45,7 @@ from pyro_aevb._checks import check_whole
 from pyro_aevb.infer import hmc
 from pyro_aevb.infer.progress import part, report
 from pyro_aevb.infer.sites import check_model, paper_vae, repeat_rows, trace_model
+from pyro_aevb.models.vae import flat_rows
 from pyro_aevb.models.nets import loc_and_log_var
 
 __all__ = [
@@ -279,7 +280,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _fused_bernoulli(vae):
-    """Whether ``vae``'s likelihood is the library's Bernoulli MLP decoder itself (logits = loc(tanh(hidden(z))))."""
+    """Whether ``vae``'s likelihood is the library's Bernoulli MLP decoder itself (logits = loc(features(z)))."""
     from pyro_aevb.models.nets import BernoulliMLPDecoder
     from pyro_aevb.models.vae import VAE
 
@@ -310,11 +311,13 @@ class _ModelPath:
     """
 
     def __init__(self, space, model, x, guide=None):
+        self.vae = paper_vae(model)
+        if self.vae is not None:
+            x = flat_rows(x)  # the paper's nets take each datapoint flattened
         self.space, self.model, self.x, self.guide = space, model, x, guide
         self.batch_size = x.shape[0]
         self.dim = space.dim
         self._x_rows = {}
-        self.vae = paper_vae(model)
         self.direct_guide = None
         self._x_proj = None
         if self.vae is None:
@@ -344,7 +347,7 @@ class _ModelPath:
 
             return log_likelihood(self.vae, z, self.x)
         decoder = self.vae.decoder
-        h = torch.tanh(decoder.hidden(z))
+        h = decoder.features(z)
         x_weight, x_bias = self._x_proj
         return (h * x_weight).sum(-1) + x_bias - F.softplus(decoder.loc(h)).sum(-1)
 

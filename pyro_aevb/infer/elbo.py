@@ -44,10 +44,10 @@ def lower_bound(model, guide, x, num_particles=1, analytic_kl=True, chunk_size=2
     r"""
     Mean over the rows of ``x`` of the lower bound :math:`\mathcal{L}(\theta, \phi; x^{(i)})`, in nats.
 
-    :param callable model: a Pyro model called as ``model(x)``. Its sites are read off its trace, under
-        any names: Pyro's ELBO scores every sample site of the model and the guide.
+    :param callable model: a Pyro model called as ``model(x)`` or ``model(x, num_data)``. Its sites are
+        read off its trace, under any names: Pyro's ELBO scores every sample site of the model and the guide.
     :param callable guide: the matching guide, drawing the model's latent sites.
-    :param torch.Tensor x: data of shape ``[N, D]``.
+    :param torch.Tensor x: data of shape ``[N, ...]``, one datapoint a row, in the shape the model takes.
     :param int num_particles: samples of z per datapoint (L).
     :param bool analytic_kl: use estimator B where a closed-form KL exists.
     :param int chunk_size: datapoints per forward pass, to bound memory.
@@ -55,8 +55,8 @@ def lower_bound(model, guide, x, num_particles=1, analytic_kl=True, chunk_size=2
         leaves the global one untouched, so evaluating inside a training loop does not change training.
     :returns: a Python float.
     """
-    if x.dim() != 2 or x.shape[0] == 0:
-        raise ValueError(f"x must have shape [N, D] with N > 0, got {tuple(x.shape)}")
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape [N, ...] with N > 0 datapoints, got {tuple(x.shape)}")
     elbo = make_elbo(analytic_kl, num_particles)
     rng = torch.random.fork_rng(devices=_cuda_devices(x)) if seed is not None else contextlib.nullcontext()
     total = 0.0

@@ -95,12 +95,13 @@ class IWAE(AEVB):
     :param float lr: the optimizer's step size.
     :param float weight_decay: precision of the Gaussian prior on the parameters.
     :param bool fast_path: allow the direct computation for the paper's own VAE.
+    :param optim: the optimizer, as :class:`~pyro_aevb.infer.aevb.AEVB`'s (``None``: the paper's Adagrad).
     """
 
     def __init__(self, model, guide=None, *, num_particles=5, gradient="reparam", lr=0.02, weight_decay=1.0,
-                 fast_path=True):
+                 fast_path=True, optim=None):
         num_particles = check_whole("num_particles", num_particles, 1)
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
         elbo = ImportanceWeightedELBO(num_particles, gradient)
         direct_loss = functools.partial(iwae_loss, num_particles=num_particles, gradient=gradient)
-        self._build(model, guide, elbo, direct_loss, lr, weight_decay, fast_path)
+        self._build(model, guide, elbo, direct_loss, lr, weight_decay, fast_path, optim)

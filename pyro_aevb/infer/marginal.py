@@ -137,9 +137,9 @@ def _mcmc_diagnostics(samples, log_ratio, rhat_threshold):
 
 
 def _check_data(x):
-    """The number of rows of ``x``, which must be a tensor ``[B, D]`` of finite numbers with B >= 1."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] == 0 or not x.is_floating_point():
-        raise ValueError(f"x must be a float tensor [B, D] with B >= 1, got {getattr(x, 'shape', type(x).__name__)}")
+    """The number of rows of ``x``, which must be a tensor ``[B, ...]`` of finite numbers with B >= 1."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0 or not x.is_floating_point():
+        raise ValueError(f"x must be a float tensor [B, ...] with B >= 1, got {getattr(x, 'shape', type(x).__name__)}")
     if not torch.isfinite(x).all():
         raise ValueError("x holds non-finite values")
     return x.shape[0]

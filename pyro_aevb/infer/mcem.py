@@ -39,7 +39,7 @@ from pyro_aevb._checks import check_number, check_whole
 from pyro_aevb.infer.aevb import _check_optim
 from pyro_aevb.infer.hmc import StepSizeAdapter, hmc_step
 from pyro_aevb.infer.marginal import resampled_start
-from pyro_aevb.infer.sites import check_model, model_and_guide, repeat_rows, trace_model
+from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, repeat_rows, trace_model
 from pyro_aevb.infer.wake_sleep import ValidatedOnce, _descend
 from pyro_aevb.optim import FusedAdagrad
 
@@ -70,11 +70,11 @@ class _MonteCarloEM:
 
     has_encoder = False
 
-    def __init__(self, model, lr, weight_decay, num_m_steps):
+    def __init__(self, model, lr, weight_decay, num_m_steps, optim=None):
         self.num_m_steps = check_whole("num_m_steps", num_m_steps)
         _check_optim(lr, weight_decay)
         self.model = model_and_guide(model, need_guide=False)[0]
-        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
+        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay}) if optim is None else optim
         self._validation = ValidatedOnce()
         self.space = None  # the model's latent sites, found at the first step
 
@@ -87,16 +87,18 @@ class _MonteCarloEM:
         """:returns: latent values ``[K, M, D]`` (unconstrained) and their normalised weights ``[K, M]``."""
         raise NotImplementedError
 
-    def step(self, x, idx, num_data):
+    def step(self, x, num_data=None, *, idx=None):
         r"""
-        One E-step and ``num_m_steps`` Adagrad updates of :math:`\theta` on the minibatch ``x`` (rows
-        ``idx`` of a data set of size ``num_data``).
+        One E-step and ``num_m_steps`` Adagrad updates of :math:`\theta` on the minibatch ``x``, called
+        as :meth:`SVI.step <pyro.infer.SVI.step>` is, with the rows' indices ``idx`` in a data set of
+        size ``num_data`` (:class:`MCEM` needs both: it keeps a chain per datapoint).
 
         :returns: :math:`-Q(\theta)` at the new E-step's values, before the M-step (the N-scaled
             negative complete-data log-likelihood).
         """
+        num_data = check_num_data(x, num_data)
         self._check(x)
-        scale = 1.0 if num_data is None else int(num_data) / x.shape[0]
+        scale = 1.0 if num_data is None else num_data / x.shape[0]
         with self._validation():
             z, weights = self.e_step(x, idx, num_data)
             losses = []
@@ -136,6 +138,9 @@ class MCEM(_MonteCarloEM):
     :param callable model: the model (:mod:`pyro_aevb.infer.sites`); or an object with ``.model``.
     :param float lr: Adagrad's global step size.
     :param float weight_decay: precision of the Gaussian prior on the parameters.
+    :param optim: the optimizer, a :class:`~pyro.optim.PyroOptim` such as
+        :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
+        ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
     :param int num_steps: leapfrog steps per transition (the paper: 10).
     :param int num_m_steps: Adagrad updates per E-step (the paper: 5).
     :param float target_accept_prob: the step sizes' target (the paper: 0.9).
@@ -158,8 +163,8 @@ class MCEM(_MonteCarloEM):
     """
 
     def __init__(self, model, *, lr=0.02, weight_decay=1.0, num_steps=10, num_m_steps=5, target_accept_prob=0.9,
-                 step_size=0.1, init_proposals=1):
-        super().__init__(model, lr, weight_decay, num_m_steps)
+                 step_size=0.1, init_proposals=1, optim=None):
+        super().__init__(model, lr, weight_decay, num_m_steps, optim)
         self.num_steps = check_whole("num_steps", num_steps)
         self.init_proposals = check_whole("init_proposals", init_proposals)
         self.target_accept_prob = check_number("target_accept_prob", target_accept_prob, 0.0, 1.0)
@@ -198,7 +203,14 @@ class MCEM(_MonteCarloEM):
         :returns: the new samples ``[1, M, D]`` and weights 1 ``[1, M]``.
         """
         self._check(x)
+        if idx is None or num_data is None:
+            raise ValueError(
+                "MCEM keeps a persistent HMC chain for each datapoint, so each step needs the rows' indices "
+                "and the data set's size: step(x, num_data=N, idx=rows)"
+            )
         idx = torch.as_tensor(idx, device=x.device)
+        if idx.shape != x.shape[:1] or idx.is_floating_point():
+            raise ValueError(f"idx must hold one whole-number index per row of x ({x.shape[0]}), got {tuple(idx.shape)}")
         self._init_state(x, idx, num_data)
         result = hmc_step(self._potential_fn(x), self.z[idx], self.adapter.final_step_size[idx], self.num_steps)
         self.adapter.update(result.accept_prob, idx)
@@ -237,13 +249,16 @@ class ImportanceMCEM(_MonteCarloEM):
     :param callable model: the model (:mod:`pyro_aevb.infer.sites`); or an object with ``.model``.
     :param float lr: Adagrad's global step size.
     :param float weight_decay: precision of the Gaussian prior on the parameters.
+    :param optim: the optimizer, a :class:`~pyro.optim.PyroOptim` such as
+        :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
+        ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
     :param int num_proposals: :math:`K`; ten draws make the E-step cost about what the ten leapfrog
         steps of :class:`MCEM`'s do; the M-step then runs on ``K M`` rows.
     :param int num_m_steps: Adagrad updates per E-step.
     """
 
-    def __init__(self, model, *, lr=0.02, weight_decay=1.0, num_proposals=10, num_m_steps=5):
-        super().__init__(model, lr, weight_decay, num_m_steps)
+    def __init__(self, model, *, lr=0.02, weight_decay=1.0, num_proposals=10, num_m_steps=5, optim=None):
+        super().__init__(model, lr, weight_decay, num_m_steps, optim)
         self.num_proposals = check_whole("num_proposals", num_proposals)
 
     def e_step(self, x, idx, num_data):

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from pyro_aevb.models.nets import loc_and_log_var
-from pyro_aevb.models.vae import VAE
+from pyro_aevb.models.vae import VAE, flat_rows
 
 __all__ = ["gaussian_neg_kl", "gaussian_neg_kl_log_var", "log_likelihood", "minibatch_scale", "sgvb_loss"]
 
@@ -102,7 +102,7 @@ def sgvb_loss(vae, x, num_data=None, estimator="B", num_particles=1):
     ``model`` and ``guide``.
 
     :param VAE vae: the model.
-    :param torch.Tensor x: a minibatch ``[M, x_dim]``.
+    :param torch.Tensor x: a minibatch ``[M, x_dim]`` (or ``[M, ...]``, flattened).
     :param int num_data: N; ``None`` means ``M`` (scale 1), as in :func:`~pyro_aevb.models.vae.data_plate`.
     :param str estimator: ``"A"`` or ``"B"``.
     :param int num_particles: L, draws of z per datapoint, made at once.
@@ -112,6 +112,7 @@ def sgvb_loss(vae, x, num_data=None, estimator="B", num_particles=1):
         model) is not this estimator's: train it through :class:`~pyro.infer.SVI`, as
         :class:`~pyro_aevb.infer.aevb.AEVB` does.
     """
+    x = flat_rows(x)
     scale = minibatch_scale(x, num_data)
     if estimator not in ("A", "B"):
         raise ValueError(f"estimator must be 'A' or 'B', got {estimator!r}")

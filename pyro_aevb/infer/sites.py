@@ -32,6 +32,7 @@ A model may take the size ``N`` of the data set as a ``num_data`` argument, and 
 
 import functools
 import inspect
+import operator
 
 import pyro
 import torch
@@ -46,6 +47,7 @@ from pyro_aevb.infer.elbo import _cuda_devices
 __all__ = [
     "LatentSpace",
     "check_model",
+    "check_num_data",
     "model_and_guide",
     "paper_vae",
     "per_datapoint",
@@ -62,6 +64,31 @@ def takes_num_data(fn):
     except (TypeError, ValueError):
         return False
     return "num_data" in parameters
+
+
+def check_num_data(x, num_data):
+    """
+    The ``num_data`` of a method's ``step(x, num_data=None, *, idx=None)``: ``None`` (scale 1), or the
+    data set's size, a whole number of at least the minibatch's rows.
+
+    :returns: ``num_data`` as an int, or ``None``.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(f"x must be a tensor [M, ...] with M > 0 rows, got {getattr(x, 'shape', x)!r}")
+    if num_data is None:
+        return None
+    if isinstance(num_data, torch.Tensor) and num_data.numel() == 1 and not num_data.is_floating_point():
+        num_data = num_data.item()
+    try:
+        num_data = operator.index(num_data)
+    except TypeError:
+        raise TypeError(
+            f"num_data must be the data set's size, a whole number, got {type(num_data).__name__}: methods "
+            "step as SVI does, step(x, num_data=N, idx=rows), the rows' indices by the keyword idx"
+        ) from None
+    if num_data < x.shape[0]:
+        raise ValueError(f"num_data ({num_data}) is smaller than the minibatch ({x.shape[0]})")
+    return num_data
 
 
 def per_datapoint(fn):

@@ -41,7 +41,8 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro_aevb.infer.aevb import _check_optim, _direct_params
 from pyro_aevb.infer.sgvb import log_likelihood, minibatch_scale
 from pyro_aevb.models.nets import loc_and_log_var
-from pyro_aevb.infer.sites import check_model, model_and_guide, paper_vae, per_datapoint
+from pyro_aevb.models.vae import flat_rows
+from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, paper_vae, per_datapoint, repeat_rows
 from pyro_aevb.optim import FusedAdagrad
 
 __all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "sleep_loss", "wake_loss"]
@@ -124,6 +125,7 @@ def direct_wake_loss(vae, x, num_data=None):
     computed from the nets: :math:`z = \mu + \sigma \odot \epsilon` drawn as the guide draws it, then
     :math:`-\frac{N}{M} \sum_i [\log \mathcal{N}(z^{(i)}; 0, I) + \log p_\theta(x^{(i)}|z^{(i)})]`.
     """
+    x = flat_rows(x)
     with torch.no_grad():
         z_loc, z_log_var = loc_and_log_var(vae.encoder, x)
         z = z_loc + z_loc.new_empty(z_loc.shape).normal_() * torch.exp(0.5 * z_log_var)
@@ -199,20 +201,23 @@ class WakeSleep:
     :param int num_particles: L: each datapoint's row is repeated L times, so each phase averages L
         samples per datapoint; this needs :math:`N \ge LM`.
     :param float weight_decay: precision of the Gaussian prior on the parameters.
+    :param optim: the optimizer, a :class:`~pyro.optim.PyroOptim` such as
+        :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
+        ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
     :param bool fast_path: compute both losses from the nets for the paper's own
         :class:`~pyro_aevb.models.vae.VAE` (``False`` traces the model and guide at every step).
     """
 
     has_encoder = True
 
-    def __init__(self, model, guide=None, *, lr=0.02, num_particles=1, weight_decay=1.0, fast_path=True):
+    def __init__(self, model, guide=None, *, lr=0.02, num_particles=1, weight_decay=1.0, fast_path=True, optim=None):
         if int(num_particles) != num_particles or num_particles < 1:
             raise ValueError(f"num_particles must be a positive integer, got {num_particles}")
         _check_optim(lr, weight_decay)
         self.model, self.guide, self.vae = model_and_guide(model, guide)
         self.fast_path = bool(fast_path)
         self.num_particles = int(num_particles)
-        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay})
+        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay}) if optim is None else optim
         self._validation = ValidatedOnce()
         self._first_step = True
         self._space = None
@@ -223,15 +228,20 @@ class WakeSleep:
         """Whether the steps compute the losses from the nets rather than from traces (known after the first)."""
         return self._phase_params is not None
 
-    def step(self, x, idx, num_data):
+    def step(self, x, num_data=None, *, idx=None):
         """
-        One wake step and one sleep step on the minibatch ``x`` (rows ``idx`` of a data set of size
-        ``num_data``).
+        One wake step and one sleep step on the minibatch ``x``, called as
+        :meth:`SVI.step <pyro.infer.SVI.step>` is: ``num_data`` (the data set's size) is passed on to a
+        model that takes it and scales the others' log-densities by :math:`N/M`; without it the scale is 1.
 
+        :param torch.Tensor x: the minibatch ``[M, ...]``.
+        :param int num_data: the data set's size :math:`N` (``None``: scale 1).
+        :param idx: the rows' indices in the data set; not used.
         :returns: the sum of the wake and sleep losses, each scaled to the whole data set.
         """
+        num_data = check_num_data(x, num_data)
         if self.num_particles > 1:
-            x = x.repeat(self.num_particles, 1)
+            x = repeat_rows(x, self.num_particles)
         if self._first_step:
             self._first_step = False
             self._space = check_model(self.model, x, self.guide)

@@ -1,8 +1,9 @@
 r"""
 The multilayer perceptrons of Appendix C of [1].
 
-Each net has one hidden layer of :math:`\tanh` units. The encoder and the Gaussian decoder share their
-hidden layer between two linear heads, one for the mean and one for the log-variance:
+Each net has one hidden layer of :math:`\tanh` units (a sequence ``hidden_dim`` gives several, as in
+Burda et al. (2015), and ``activation`` another nonlinearity). The encoder and the Gaussian decoder
+share their hidden layers between two linear heads, one for the mean and one for the log-variance:
 
 .. math::
 
@@ -27,7 +28,16 @@ The nets are plain :class:`torch.nn.Module` objects that return tensors; the pro
 import torch
 from torch import nn
 
-__all__ = ["BernoulliMLPDecoder", "GaussianMLPDecoder", "GaussianMLPEncoder", "init_normal_", "loc_and_log_var"]
+__all__ = [
+    "ACTIVATIONS",
+    "BernoulliMLPDecoder",
+    "GaussianMLPDecoder",
+    "GaussianMLPEncoder",
+    "activation",
+    "hidden_dims",
+    "init_normal_",
+    "loc_and_log_var",
+]
 
 
 def init_normal_(module, std=0.01):
@@ -48,18 +58,46 @@ def init_normal_(module, std=0.01):
     return module
 
 
-class _TanhMLP(nn.Module):
-    """One shared tanh hidden layer followed by one or two linear heads."""
+#: Activations of the hidden layers, by name (functions of :mod:`torch.nn.functional` and :mod:`torch`).
+ACTIVATIONS = (
+    "tanh", "relu", "softplus", "sigmoid", "elu", "selu", "celu", "gelu", "silu", "mish", "leaky_relu",
+    "relu6", "hardtanh", "softsign", "tanhshrink", "logsigmoid",
+)
 
-    def __init__(self, in_dim, hidden_dim, out_dim, two_heads, init_std):
+
+def activation(name):
+    """The activation function of that name (one of :data:`ACTIVATIONS`)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
+    return torch.tanh if name == "tanh" else getattr(nn.functional, name)
+
+
+def hidden_dims(hidden_dim):
+    """``hidden_dim`` (an int, or a sequence of ints for several layers) as a tuple of positive ints."""
+    dims = (hidden_dim,) if isinstance(hidden_dim, int) else tuple(hidden_dim)
+    if not dims or any(isinstance(h, bool) or int(h) != h or h < 1 for h in dims):
+        raise ValueError(f"hidden_dim must be a positive integer or a non-empty sequence of them, got {hidden_dim!r}")
+    return tuple(int(h) for h in dims)
+
+
+class _MLP(nn.Module):
+    """
+    Hidden layers (the paper: one of tanh units) followed by one or two linear heads. The first hidden
+    layer is ``hidden``, the others ``deeper``, so that the paper's nets keep their parameter names.
+    """
+
+    def __init__(self, in_dim, hidden_dim, out_dim, two_heads, init_std, activation_name="tanh"):
         super().__init__()
-        for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
+        for name, value in (("in_dim", in_dim), ("out_dim", out_dim)):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
+        dims = hidden_dims(hidden_dim)
+        self.act = activation(activation_name)
         self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
-        self.hidden = nn.Linear(in_dim, hidden_dim)
-        self.loc = nn.Linear(hidden_dim, out_dim)
-        self.log_var = nn.Linear(hidden_dim, out_dim) if two_heads else None
+        self.hidden = nn.Linear(in_dim, dims[0])
+        self.deeper = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:])) if len(dims) > 1 else None
+        self.loc = nn.Linear(dims[-1], out_dim)
+        self.log_var = nn.Linear(dims[-1], out_dim) if two_heads else None
         if init_std is not None:
             init_normal_(self, init_std)
 
@@ -70,10 +108,18 @@ class _TanhMLP(nn.Module):
                 f"got shape {tuple(inputs.shape)}"
             )
 
+    def features(self, inputs):
+        """The last hidden layer's activations."""
+        h = self.act(self.hidden(inputs))
+        if self.deeper is not None:
+            for layer in self.deeper:
+                h = self.act(layer(h))
+        return h
+
     def _heads(self, inputs):
         r"""The two heads' outputs, the second :math:`\log\sigma^2`."""
         self._check(inputs)
-        h = torch.tanh(self.hidden(inputs))
+        h = self.features(inputs)
         return self.loc(h), self.log_var(h)
 
     def _loc_and_scale(self, inputs):
@@ -82,19 +128,21 @@ class _TanhMLP(nn.Module):
         return loc, torch.exp(0.5 * log_var)
 
 
-class GaussianMLPEncoder(_TanhMLP):
+class GaussianMLPEncoder(_MLP):
     r"""
     The recognition model's net :math:`x \mapsto (\mu, \sigma)` of Appendix C.2 (Eq. 12), with separate
     linear heads for :math:`\mu` and :math:`\log\sigma^2` on a shared tanh layer.
 
     :param int x_dim: data dimension D.
-    :param int hidden_dim: hidden units (500 for MNIST, 200 for Frey Face in the paper).
+    :param hidden_dim: hidden units (500 for MNIST, 200 for Frey Face in the paper), or a sequence of
+        them for several hidden layers.
+    :param str activation: the hidden layers' nonlinearity (:data:`ACTIVATIONS`; the paper's tanh).
     :param int z_dim: latent dimension :math:`N_z`.
     :param float init_std: standard deviation of the N(0, std²) initialisation, or None to keep PyTorch's.
     """
 
-    def __init__(self, x_dim, hidden_dim, z_dim, init_std=0.01):
-        super().__init__(x_dim, hidden_dim, z_dim, two_heads=True, init_std=init_std)
+    def __init__(self, x_dim, hidden_dim, z_dim, init_std=0.01, activation="tanh"):
+        super().__init__(x_dim, hidden_dim, z_dim, True, init_std, activation)
 
     def forward(self, x):
         """:returns: ``(z_loc, z_scale)``, each of shape ``x.shape[:-1] + (z_dim,)``."""
@@ -105,30 +153,30 @@ class GaussianMLPEncoder(_TanhMLP):
         return self._heads(x)
 
 
-class BernoulliMLPDecoder(_TanhMLP):
+class BernoulliMLPDecoder(_MLP):
     r"""
     The generative model's net for binary data, Appendix C.1 (Eq. 11): :math:`z \mapsto` the logits of
     :math:`y`, so that :math:`p(x|z) = \mathrm{Bernoulli}(x; \mathrm{sigmoid}(\text{logits}))`.
     Logits rather than probabilities keep :math:`\log y` and :math:`\log(1-y)` finite.
     """
 
-    def __init__(self, z_dim, hidden_dim, x_dim, init_std=0.01):
-        super().__init__(z_dim, hidden_dim, x_dim, two_heads=False, init_std=init_std)
+    def __init__(self, z_dim, hidden_dim, x_dim, init_std=0.01, activation="tanh"):
+        super().__init__(z_dim, hidden_dim, x_dim, False, init_std, activation)
 
     def forward(self, z):
         """:returns: logits of shape ``z.shape[:-1] + (x_dim,)``."""
         self._check(z)
-        return self.loc(torch.tanh(self.hidden(z)))
+        return self.loc(self.features(z))
 
 
-class GaussianMLPDecoder(_TanhMLP):
+class GaussianMLPDecoder(_MLP):
     r"""
     The generative model's net for real-valued data, Appendix C.2 (Eq. 12 with :math:`z` as input).
     As in the paper's Frey Face experiment, the mean passes through a sigmoid so that it lies in (0, 1).
     """
 
-    def __init__(self, z_dim, hidden_dim, x_dim, init_std=0.01):
-        super().__init__(z_dim, hidden_dim, x_dim, two_heads=True, init_std=init_std)
+    def __init__(self, z_dim, hidden_dim, x_dim, init_std=0.01, activation="tanh"):
+        super().__init__(z_dim, hidden_dim, x_dim, True, init_std, activation)
 
     def forward(self, z):
         """:returns: ``(x_loc, x_scale)``, each of shape ``z.shape[:-1] + (x_dim,)``."""

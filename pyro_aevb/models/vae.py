@@ -29,9 +29,14 @@ from torch import nn
 from pyro_aevb.models.distributions import LogScaleNormal
 from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, loc_and_log_var
 
-__all__ = ["LIKELIHOODS", "VAE", "data_plate"]
+__all__ = ["LIKELIHOODS", "VAE", "data_plate", "flat_rows"]
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def flat_rows(x):
+    """``x`` ``[M, ...]`` as ``[M, D]``, one flattened datapoint a row (a view where it can be)."""
+    return x if x.dim() == 2 else x.reshape(x.shape[0], -1)
 
 
 def data_plate(x, num_data=None):
@@ -59,27 +64,31 @@ class VAE(nn.Module):
 
     :param int x_dim: data dimension D (784 for MNIST, 560 for Frey Face).
     :param int z_dim: latent dimension :math:`N_z`.
-    :param int hidden_dim: hidden units of both nets (500 for MNIST, 200 for Frey Face in [1]).
+    :param hidden_dim: hidden units of both nets (500 for MNIST, 200 for Frey Face in [1]); a sequence
+        of ints for several hidden layers (``(200, 200)``, as Burda et al. (2015)).
     :param str likelihood: ``"bernoulli"`` (binary or grey-level data in [0, 1], Appendix C.1) or
         ``"gaussian"`` (real data; the decoder's mean passes through a sigmoid, as for Frey Face).
     :param float init_std: parameters are initialised from :math:`\mathcal{N}(0, \text{init\_std}^2)`.
+    :param str activation: the hidden layers' nonlinearity (:data:`~pyro_aevb.models.nets.ACTIVATIONS`;
+        the paper's ``"tanh"``).
 
     Subclasses that change :meth:`model` keep the constructor's arguments; extra constructor arguments
     must be JSON-serialisable keyword arguments, so that :func:`pyro_aevb.load_run` can rebuild them.
     """
 
-    def __init__(self, x_dim, z_dim, hidden_dim, likelihood="bernoulli", init_std=0.01):
+    def __init__(self, x_dim, z_dim, hidden_dim, likelihood="bernoulli", init_std=0.01, activation="tanh"):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         self.x_dim, self.z_dim, self.hidden_dim = x_dim, z_dim, hidden_dim
         self.likelihood = likelihood
         self.init_kwargs = dict(
-            x_dim=x_dim, z_dim=z_dim, hidden_dim=hidden_dim, likelihood=likelihood, init_std=init_std
+            x_dim=x_dim, z_dim=z_dim, hidden_dim=hidden_dim, likelihood=likelihood, init_std=init_std,
+            activation=activation,
         )
-        self.encoder = GaussianMLPEncoder(x_dim, hidden_dim, z_dim, init_std=init_std)
+        self.encoder = GaussianMLPEncoder(x_dim, hidden_dim, z_dim, init_std=init_std, activation=activation)
         decoder = BernoulliMLPDecoder if likelihood == "bernoulli" else GaussianMLPDecoder
-        self.decoder = decoder(z_dim, hidden_dim, x_dim, init_std=init_std)
+        self.decoder = decoder(z_dim, hidden_dim, x_dim, init_std=init_std, activation=activation)
 
     def model(self, x, num_data=None):
         r"""
@@ -87,10 +96,12 @@ class VAE(nn.Module):
         For ``"bernoulli"`` the observation may be grey levels in [0, 1]: its log-density is then the
         cross-entropy :math:`\sum_i x_i \log y_i + (1-x_i)\log(1-y_i)` of Eq. (11) of [1].
 
-        :param torch.Tensor x: minibatch of shape ``[M, x_dim]``.
+        :param torch.Tensor x: minibatch of shape ``[M, x_dim]``, or ``[M, ...]`` with ``x_dim`` values a
+            row (an image, say), which the nets see flattened.
         :param int num_data: data set size N for the :math:`N/M` scale (``None``: scale 1).
         """
         pyro.module("decoder", self.decoder)
+        x = flat_rows(x)
         with data_plate(x, num_data):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             pyro.sample("x", self.observation_dist(z), obs=x)
@@ -105,6 +116,7 @@ class VAE(nn.Module):
         output.
         """
         pyro.module("encoder", self.encoder)
+        x = flat_rows(x)
         with data_plate(x, num_data):
             z_loc, z_log_var = loc_and_log_var(self.encoder, x)
             pyro.sample("z", LogScaleNormal(z_loc, 0.5 * z_log_var).to_event(1))
