@@ -128,6 +128,8 @@ def _train(args):
 
 
 def _add_evaluate(sub):
+    from pyro_aevb.experiment.sharded import CHUNK_POINTS
+
     p = sub.add_parser(
         "evaluate",
         help="estimate the marginal likelihood log p(x) of a trained run",
@@ -156,7 +158,11 @@ def _add_evaluate(sub):
     a("--data-dir", help="folder holding the data files [the run's setting]")
     a("--device", default="cpu", help="[cpu]")
     a("--seed", type=int, default=0, help="[0]")
+    a("--chunk-points", type=_count, default=CHUNK_POINTS,
+      help="datapoints per chunk, each with its own random stream from the seed and its index; under torchrun the "
+           f"processes share the chunks, with the same result for any number of processes [{CHUNK_POINTS}]")
     a("--out", type=Path, help="write the result here as JSON (it is printed in any case)")
+    a("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
 
 
@@ -175,9 +181,11 @@ def _evaluate(args):
         raise ConfigError(f"no checkpoint in {args.run_dir}: is it a run folder written by `pyro-aevb train`?")
     result = evaluate_run(args.run_dir, args.estimator, args.split, args.num_points, data_dir=args.data_dir,
                           device=args.device, seed=args.seed, out=args.out, bdmc=args.bdmc,
-                          ais_start=args.ais_start, **options)
-    shown = {k: v for k, v in result.items() if k != "per_datapoint"}
-    print(json.dumps(shown, indent=2))
+                          ais_start=args.ais_start, chunk_points=args.chunk_points, progress=not args.no_progress,
+                          **options)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one result for the job
+        shown = {k: v for k, v in result.items() if k != "per_datapoint"}
+        print(json.dumps(shown, indent=2))
     return 0
 
 
