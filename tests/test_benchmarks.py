@@ -92,6 +92,17 @@ def test_marginal_benchmark_ais_runs(shared_data, tmp_path):
     assert report["wall_s"] > 0 and report["ratio"] > 0
 
 
+def test_evaluate_distributed_benchmark_runs():
+    """One and two processes (tiny: 4 points in chunks of 2, 3 temperatures) give the same estimates."""
+    bench = _script("bench_evaluate_distributed")
+    report, same = bench.main(bench.parse_args([
+        "--dataset", "mnist5k", "--latent-dim", "2", "--hidden", "8", "--num-points", "4", "--chunk-points", "2",
+        "--num-temps", "3", "--repeats", "1", "--nproc", "1", "2",
+    ]))
+    assert same, "the per-datapoint estimates differ between 1 and 2 processes"
+    assert report[1]["wall_ratio"] == 1.0 and report[2]["cpu_s"][0] > 0
+
+
 def test_bench_all_parts():
     """The one command's parts: both thread settings, the million samples, the marginal likelihood; more M on a GPU."""
     bench = _script("bench_all")

@@ -4,25 +4,30 @@ paper reports it (Figure 3 used the first 1,000 datapoints of each split). ``pyr
 thin layer over :func:`evaluate_run`.
 """
 
+import contextlib
 import json
 import math
 import re
+import sys
 import time
+import warnings
 
 import torch
 
 from pyro_aevb._checks import check_choice, check_whole
 from pyro_aevb.errors import ConfigError
-from pyro_aevb.infer.elbo import _cuda_devices, lower_bound
+from pyro_aevb.infer.elbo import lower_bound
 from pyro_aevb.infer.marginal import log_marginal_likelihood
 from pyro_aevb.experiment.rundir import RunDir
+from pyro_aevb.experiment.sharded import CHUNK_POINTS, evaluation_world, map_chunks
 from pyro_aevb.experiment.train import load_data, load_run, read_data_record
 
 __all__ = ["evaluate_run"]
 
 
 def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_dir=None, device="cpu",
-                 seed=0, out=None, bdmc=None, ais_start="guide", data=None, model=None, guide=None, **options):
+                 seed=0, out=None, bdmc=None, ais_start="guide", data=None, model=None, guide=None,
+                 chunk_points=CHUNK_POINTS, progress=False, **options):
     """
     Estimate :math:`\\log p_\\theta(x)` per datapoint for the first ``num_points`` datapoints of a split.
 
@@ -52,10 +57,19 @@ def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_di
         data (checked against the run's record of it); a run trained on a file reads the file again.
     :param model: your model object (and ``guide``, with a model function), built as the run's was,
         into which the run's parameters are loaded (:func:`~pyro_aevb.load_run`).
+    :param int chunk_points: the datapoints (and simulated points) are estimated in chunks of this many,
+        each from its own random stream seeded by ``seed`` and the chunk's index
+        (:mod:`pyro_aevb.experiment.sharded`); an evaluation of at most one chunk draws what
+        :func:`pyro_aevb.log_marginal_likelihood` seeded with ``seed`` draws.
+    :param bool progress: show a progress bar (on rank 0), over the datapoints of all the ranks.
     :param options: passed to :func:`pyro_aevb.log_marginal_likelihood`.
     :returns: a dict with ``estimator``, ``split``, ``num_points``, ``log_marginal_likelihood`` (mean
         per datapoint, nats), ``stderr`` (of that mean), the run's ``lower_bound`` on the same points
-        when it has an encoder, and ``diagnostics``.
+        when it has an encoder, ``diagnostics``, ``per_datapoint`` and ``processes``.
+
+    Under ``torchrun``, or in a process group the caller initialised (:mod:`torch.distributed`), the
+    processes share the chunks: each chunk is computed whole by one of them, so the result is the same
+    for any number of processes. Every process returns it; only rank 0 writes ``out``.
     """
     check_choice("split", split, ("train", "test"))
     check_choice("ais_start", ais_start, ("guide", "prior"))
@@ -63,7 +77,20 @@ def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_di
     check_whole("seed", seed, 0, 2**64 - 1)
     if not isinstance(device, str) or re.fullmatch(r"cpu|cuda(:\d+)?", device) is None:
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    check_whole("chunk_points", chunk_points, 1)
     # The estimator and its options are checked by log_marginal_likelihood, before it draws anything.
+    world = evaluation_world()
+    try:
+        return _evaluate(world, run_dir, estimator, split, num_points, data_dir, device, seed, out, bdmc, ais_start,
+                         data, model, guide, chunk_points, progress, options)
+    finally:
+        world.close()
+
+
+def _evaluate(world, run_dir, estimator, split, num_points, data_dir, device, seed, out, bdmc, ais_start,
+              data, model, guide, chunk_points, progress, options):
+    if device == "cuda" and world.size > 1:
+        device = f"cuda:{world.local_rank}"
     vae = load_run(run_dir, device=device, model=model, guide=guide)
     config = vae.config
     guide = vae.guide if _has_encoder(config) else None
@@ -76,16 +103,24 @@ def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_di
     config.data_dir = data_dir or config.data_dir
     dataset = load_data(config, data, record=read_data_record(RunDir(run_dir)), device=device)[0]
     x = dataset.eval_split(split, min(num_points, getattr(dataset, f"num_{split}")))
-    start = time.perf_counter()
-    with torch.random.fork_rng(devices=_cuda_devices(x)):
-        torch.manual_seed(seed)
-        log_px, info = log_marginal_likelihood(
-            vae.model, x, estimator=estimator, guide=p0 if estimator == "ais" else guide, return_diagnostics=True,
-            **options
-        )
-    seconds = time.perf_counter() - start
     n = x.shape[0]
-    _warn_non_finite_estimates(log_px)
+
+    def estimate(rows, _):
+        log_px, info = log_marginal_likelihood(
+            vae.model, x[rows], estimator=estimator, guide=p0 if estimator == "ais" else guide,
+            return_diagnostics=True, **options
+        )
+        return log_px.cpu(), {key: value.detach().cpu() for key, value in info.items()}
+
+    with _progress_bar(progress and world.is_main, n, f"{estimator}, {split} split") as bar:
+        start = time.perf_counter()
+        chunks = map_chunks(world, n, chunk_points, seed, estimate, bar)
+        seconds = time.perf_counter() - start
+    log_px = torch.cat([log_px for log_px, _ in chunks])
+    info = {key: torch.cat([part[key] for _, part in chunks], dim=-1) for key in chunks[0][1]}
+    with _warnings_on(world):
+        _warn_non_finite_estimates(log_px)
+        diagnostics = _summarise(info)
     result = {
         "run_dir": str(run_dir),
         "estimator": estimator,
@@ -97,16 +132,49 @@ def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_di
         "stderr": float(log_px.std() / math.sqrt(n)) if n > 1 else float("nan"),
         "mean_estimator_stderr": float(info["stderr"].mean()),
         "seconds": seconds,
-        "diagnostics": _summarise(info),
+        "processes": world.size,
+        "chunk_points": chunk_points,
+        "diagnostics": diagnostics,
         "per_datapoint": [round(float(v), 4) for v in log_px],
     }
     if _has_encoder(config):
-        result["lower_bound"] = lower_bound(vae.model, vae.guide, x, seed=seed)
+        sums = map_chunks(world, n, chunk_points, seed,
+                          lambda rows, s: lower_bound(vae.model, vae.guide, x[rows], seed=s) * (rows.stop - rows.start))
+        result["lower_bound"] = sum(sums) / n
     if bdmc is not None:
-        result["bdmc"] = _bdmc(vae, p0, x, bdmc, seed, options if estimator == "ais" else {})
-    if out is not None:
+        with _warnings_on(world):
+            result["bdmc"] = _bdmc(world, vae, p0, x, bdmc, seed, chunk_points, options if estimator == "ais" else {},
+                                   progress)
+    if out is not None and world.is_main:
         _write_result(result, out)
     return result
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled, total, what):
+    """A bar over ``total`` datapoints, or ``None``; called with the datapoints done (fractions allowed)."""
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=what, unit="points", dynamic_ncols=True, file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} points [{elapsed}<{remaining}]")
+    try:
+        yield lambda done: bar.update(done - bar.n)
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def _warnings_on(world):
+    """Warnings from rank 0 only: every rank summarises the same gathered results."""
+    if world.is_main:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _write_result(result, out):
@@ -137,24 +205,28 @@ def _write_result(result, out):
         ) from None
 
 
-def _bdmc(vae, guide, like_x, num_points, seed, options):
+def _bdmc(world, vae, guide, like_x, num_points, seed, chunk_points, options, progress):
     """BDMC on ``num_points`` datapoints simulated from the run's model: means per datapoint, and a warning for a wide gap."""
-    import warnings
-
     from pyro_aevb.infer.ais import bdmc, simulate
 
     check_whole("bdmc", num_points, 1)
-    with torch.random.fork_rng(devices=_cuda_devices(like_x)):
-        torch.manual_seed(seed)
-        x, latents = simulate(vae.model, num_points, like_x)
-        start = time.perf_counter()
+
+    def bracket(rows, _):
+        x, latents = simulate(vae.model, rows.stop - rows.start, like_x)
         lower, upper = bdmc(vae.model, x, latents, guide, **options)
+        return lower.cpu(), upper.cpu()
+
+    with _progress_bar(progress and world.is_main, num_points, "bdmc, simulated points") as bar:
+        start = time.perf_counter()
+        chunks = map_chunks(world, num_points, chunk_points, seed, bracket, bar)
+        seconds = time.perf_counter() - start
+    lower, upper = (torch.cat(bounds) for bounds in zip(*chunks))
     summary = {
         "num_points": int(num_points),
         "lower": float(lower.mean()),
         "upper": float(upper.mean()),
         "gap": float((upper - lower).mean()),
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
     }
     if summary["gap"] > 1.0:
         also = (" or start from the prior (--ais-start prior): the encoder has not seen the model's own samples, "
@@ -162,7 +234,7 @@ def _bdmc(vae, guide, like_x, num_points, seed, options):
         warnings.warn(
             f"the BDMC gap is {summary['gap']:.2f} nats (more than 1): AIS has not converged on this model's "
             f"simulated data; raise --num-temps{also}",
-            stacklevel=3,
+            stacklevel=4,
         )
     return summary
 

@@ -35,6 +35,7 @@ Salakhutdinov, Roger Grosse (2017)
 """
 
 import math
+import warnings
 from collections import namedtuple
 
 import pyro
@@ -49,8 +50,8 @@ from pyro_aevb.models.vae import flat_rows
 from pyro_aevb.models.nets import loc_and_log_var
 
 __all__ = [
-    "AISResult", "bdmc", "linear_schedule", "log_marginal", "pilot_step_sizes", "run", "schedule", "sigmoid_schedule",
-    "simulate",
+    "AISResult", "bdmc", "bf16_supported", "linear_schedule", "log_marginal", "pilot_step_sizes", "run", "schedule",
+    "sigmoid_schedule", "simulate",
 ]
 
 AISResult = namedtuple("AISResult", ["log_weights", "z", "accept_prob"])
@@ -98,53 +99,82 @@ def _check_num_temps(num_temps):
 class _Annealed:
     r"""
     The potential :math:`U_\beta(z) = -(1 - \beta) \log p_0(z) - \beta \log p(x, z)` of the rows
-    ``[C * B, D]``, for :mod:`~pyro_aevb.infer.hmc`'s integrator. Each call keeps the two terms
-    (detached) of the rows it was given in :attr:`parts`, so that a state's energy at another
-    temperature, and the weight's increment, need no further evaluation.
+    ``[C * B, D]``, for the leapfrog integrator of :func:`_transition`. A state's *parts* are
+    ``(log_p0, log_joint, grad_log_p0, grad_log_joint)``: kept per state, they give its energy and its
+    gradient at any temperature, so that moving to the next temperature, and the weight's increment,
+    need no further evaluation.
+
+    :param callable densities: ``z [C, B, D] -> (log_p0 [C, B], log_joint [C, B])``.
+    :param tuple shape: ``(C, B, D)``.
+    :param callable gradients: ``(z [C, B, D], values) -> (log_p0, log_joint, grad_log_p0,
+        grad_log_joint)``, the values ``None`` when ``values`` is false (what the inner leapfrog steps
+        need); by default both by autograd through ``densities``.
     """
 
-    def __init__(self, densities, shape):
-        self.densities, self.shape = densities, shape  # shape: (C, B, D)
+    def __init__(self, densities, shape, gradients=None):
+        self.densities, self.shape = densities, shape
+        self.gradients = gradients if gradients is not None else self._autograd
         self.beta = 0.0
-        self.parts = None
 
-    def __call__(self, z):
-        log_p0, log_joint = self.densities(z.reshape(self.shape))
-        log_p0, log_joint = log_p0.reshape(-1), log_joint.reshape(-1)
-        self.parts = (log_p0.detach(), log_joint.detach())
-        return -((1 - self.beta) * log_p0 + self.beta * log_joint)
+    def _autograd(self, z, values=True):
+        z = z.detach().requires_grad_()
+        try:
+            with torch.enable_grad():
+                log_p0, log_joint = self.densities(z)
+                grad_p0 = torch.autograd.grad(log_p0.sum(), z, retain_graph=True, allow_unused=True)[0]
+                grad_joint = torch.autograd.grad(log_joint.sum(), z, allow_unused=True)[0]
+        except RuntimeError as e:  # as Pyro's potential_grad: a failed Cholesky rejects the proposal
+            if "singular U" not in str(e) and "input is not positive-definite" not in str(e):
+                raise
+            nan = z.detach().new_full(z.shape, math.nan)
+            return nan[..., 0], nan[..., 0], nan, nan
+        grad_p0 = torch.zeros_like(z) if grad_p0 is None else grad_p0
+        grad_joint = torch.zeros_like(z) if grad_joint is None else grad_joint
+        return log_p0.detach(), log_joint.detach(), grad_p0, grad_joint
+
+    def parts(self, z, values=True):
+        """The parts of the rows ``z`` ``[C * B, D]`` (their values ``None`` unless ``values``)."""
+        log_p0, log_joint, grad_p0, grad_joint = self.gradients(z.reshape(self.shape), values)
+        flat = (lambda t: None if t is None else t.reshape(-1))
+        return flat(log_p0), flat(log_joint), grad_p0.reshape(z.shape), grad_joint.reshape(z.shape)
 
     def evaluate(self, z):
-        """``(log_p0, log_joint)`` of the rows ``z`` ``[C * B, D]``, without gradients."""
-        with torch.no_grad():
-            self(z)
-        return self.parts
+        """The parts of the rows ``z`` ``[C * B, D]``, values included."""
+        return self.parts(z, values=True)
 
     def energy(self, parts, beta):
         return -((1 - beta) * parts[0] + beta * parts[1])
 
+    def grad(self, parts, beta):
+        return -((1 - beta) * parts[2] + beta * parts[3])
+
 
 def _transition(potential, z, parts, step_size, num_steps):
     """
-    One HMC transition of every row at ``potential.beta``: the gradient at ``z`` (one evaluation at the
-    new temperature), ``num_steps`` leapfrog steps, accept or reject. Returns the new ``z``, its
-    ``(log_p0, log_joint)`` and the acceptance probabilities.
+    One HMC transition of every row at ``potential.beta``: ``num_steps`` leapfrog steps (velocity
+    Verlet, as :func:`pyro.ops.integrator.velocity_verlet`) that need only the gradient, the energy at
+    the end of the trajectory, accept or reject. The gradient at ``z`` comes from its parts, whatever
+    the temperature they were computed at. Returns the new ``z``, its parts and the acceptance
+    probabilities. A proposal whose energy is NaN is rejected.
     """
     beta = potential.beta
     energy = potential.energy(parts, beta)
-    _, z_grad = hmc._potential_and_grad(potential, z)
     r = torch.randn_like(z)
-    potential.parts = None
-    z_new, r_new, _, energy_new = hmc._leapfrog(potential, z, r, step_size, num_steps, z_grad)
-    new_parts = potential.parts
-    if new_parts is None:  # the last evaluation raised: reject every row
-        return z, parts, torch.zeros_like(energy)
+    half_step = 0.5 * step_size[:, None]
+    step = step_size[:, None]
+    z_new, r_new, new_parts = z, r, parts
+    for i in range(num_steps):
+        r_new = r_new - half_step * potential.grad(new_parts, beta)
+        z_new = z_new + step * r_new
+        new_parts = potential.parts(z_new, values=i == num_steps - 1)
+        r_new = r_new - half_step * potential.grad(new_parts, beta)
+    energy_new = potential.energy(new_parts, beta)
     delta = energy_new + hmc._kinetic_energy(r_new) - energy - hmc._kinetic_energy(r)
     delta = torch.where(torch.isnan(delta), torch.full_like(delta, math.inf), delta)
     accept_prob = (-delta).exp().clamp(max=1.0)
     accept = torch.rand_like(accept_prob) < accept_prob
-    z = torch.where(accept[:, None], z_new.detach(), z)
-    parts = tuple(torch.where(accept, new, old) for old, new in zip(parts, new_parts))
+    z = torch.where(accept[:, None], z_new, z)
+    parts = tuple(torch.where(accept if old.dim() == 1 else accept[:, None], new, old) for old, new in zip(parts, new_parts))
     return z, parts, accept_prob
 
 
@@ -158,7 +188,7 @@ def _check_num_steps(num_steps):
     return check_whole("num_steps", num_steps)
 
 
-def run(densities, z_init, betas, step_sizes, num_steps=10, reverse=False):
+def run(densities, z_init, betas, step_sizes, num_steps=10, reverse=False, gradients=None):
     r"""
     Annealed importance sampling with a fixed HMC schedule.
 
@@ -175,6 +205,10 @@ def run(densities, z_init, betas, step_sizes, num_steps=10, reverse=False):
         for each datapoint, fixed in advance (row ``t`` is used at :math:`\beta_t`, ``0 < t < T``).
     :param int num_steps: leapfrog steps per transition.
     :param bool reverse: run from the posterior back to :math:`p_0`.
+    :param callable gradients: ``(z, values) -> (log_p0, log_joint, grad_log_p0, grad_log_joint)``, the
+        same densities with their gradients in ``z`` written out (the values may be ``None`` when
+        ``values`` is false: the inner leapfrog steps need only the gradients); by default autograd
+        through ``densities``.
     :rtype: AISResult
     """
     num_steps = _check_num_steps(num_steps)
@@ -185,7 +219,7 @@ def run(densities, z_init, betas, step_sizes, num_steps=10, reverse=False):
     z = _rows(z_init)
     betas = [float(b) for b in betas]
     step_sizes = step_sizes.to(z).repeat(1, shape[0])  # [T + 1, C * B]: row k * B + b is datapoint b
-    potential = _Annealed(densities, shape)
+    potential = _Annealed(densities, shape, gradients)
     parts = potential.evaluate(z)  # under the caller's validation setting: a model's mistakes surface here
     with pyro.validation_enabled(False):
         return _run(potential, z, parts, shape, betas, step_sizes, num_steps, reverse)
@@ -213,7 +247,7 @@ def _run(potential, z, parts, shape, betas, step_sizes, num_steps, reverse):
 
 
 def pilot_step_sizes(densities, z_init, betas, num_steps=10, init_step_size=None, target_accept_prob=0.65,
-                     adapt_rate=0.5):
+                     adapt_rate=0.5, gradients=None):
     r"""
     The step-size schedule ``[T + 1, B]`` for :func:`run`, from a forward pilot run of the chains
     ``z_init`` (exact draws from :math:`p_0`, ``[P, B, D]``), which are then discarded. At each
@@ -223,7 +257,7 @@ def pilot_step_sizes(densities, z_init, betas, num_steps=10, init_step_size=None
     :math:`\gamma` = ``adapt_rate``); the adjusted value is the schedule's entry for that temperature
     and the pilot's step size at the next. The first step size is found by
     :func:`~pyro_aevb.infer.hmc.find_reasonable_step_size` at :math:`\beta_1` (unless
-    ``init_step_size`` is given).
+    ``init_step_size`` is given). ``gradients`` is as for :func:`run`.
 
     :returns: ``[T + 1, B]`` step sizes; row ``t`` is for the kernel at :math:`\beta_t` (rows 0 and
         ``T`` are not used by :func:`run` and repeat their neighbours).
@@ -234,7 +268,7 @@ def pilot_step_sizes(densities, z_init, betas, num_steps=10, init_step_size=None
     num_temps = betas.shape[0] - 1
     z = _rows(z_init)
     betas = [float(b) for b in betas]
-    potential = _Annealed(densities, shape)
+    potential = _Annealed(densities, shape, gradients)
     if init_step_size is None:
         beta = betas[1] if num_temps > 1 else 1.0
 
@@ -307,10 +341,15 @@ class _ModelPath:
     :math:`\ell = W h + b`, whose first term is :math:`h \cdot (W^\top x) + b \cdot x` with
     :math:`W^\top x` computed once per datapoint.
 
+    With ``precision="bf16"``, the gradients of the inner leapfrog steps of that decoder take their
+    matrix products in bfloat16 (:func:`_fused_gradients`); every density, and the gradient at the
+    ends of each trajectory, stays in float32.
+
     :param LatentSpace space: the model's latent space (from :func:`~pyro_aevb.infer.sites.check_model`).
+    :param str precision: ``"fp32"`` or ``"bf16"`` (see :func:`bf16_supported`).
     """
 
-    def __init__(self, space, model, x, guide=None):
+    def __init__(self, space, model, x, guide=None, precision="fp32"):
         self.vae = paper_vae(model)
         if self.vae is not None:
             x = flat_rows(x)  # the paper's nets take each datapoint flattened
@@ -320,6 +359,8 @@ class _ModelPath:
         self._x_rows = {}
         self.direct_guide = None
         self._x_proj = None
+        self.gradients = None  # autograd through densities, unless written out below
+        self._bf16 = None  # the decoder's weights in bfloat16, for precision="bf16"
         if self.vae is None:
             return
         with torch.no_grad():
@@ -328,6 +369,19 @@ class _ModelPath:
             if _fused_bernoulli(self.vae):
                 last = self.vae.decoder.loc
                 self._x_proj = (x @ last.weight, x @ last.bias)  # [B, H] and [B]
+                if guide is None or self.direct_guide is not None:
+                    # The bias as one more column of the weights, against a column of ones after h: the
+                    # logits in one product, without addmm's copy of the bias into every row.
+                    self._w_bias = torch.cat([last.weight, last.bias[:, None]], 1)  # [X, H + 1]
+                    self._x_proj_bias = x @ self._w_bias  # [B, H + 1]: (W^T x, b . x)
+                    self.gradients = self._fused_gradients
+                    if precision == "bf16":
+                        hidden = self.vae.decoder.hidden
+                        self._bf16 = (hidden.weight.bfloat16(), hidden.bias.bfloat16(), self._w_bias.bfloat16(),
+                                      last.weight.bfloat16())
+        if precision == "bf16" and self._bf16 is None:
+            warnings.warn("precision='bf16' applies to the paper's VAE with its Bernoulli decoder (and chains from the "
+                          "prior or its own encoder) only; this model runs in float32", stacklevel=4)
 
     def rows(self, num_chains):
         """``x`` repeated ``num_chains`` times along the rows: row ``k * B + b`` is datapoint ``b``."""
@@ -351,6 +405,60 @@ class _ModelPath:
         x_weight, x_bias = self._x_proj
         return (h * x_weight).sum(-1) + x_bias - F.softplus(decoder.loc(h)).sum(-1)
 
+    def _fused_gradients(self, u, values=True):
+        r"""
+        ``(log_p0, log_joint, grad_log_p0, grad_log_joint)`` at ``u`` ``[C, B, D]`` for the paper's VAE
+        with its Bernoulli decoder, the gradients written out: with :math:`h = \tanh(W_1 z + b_1)` and
+        the logits :math:`\ell = W h + b`, :math:`\nabla_z \log p(x|z) = W_1^\top ((1 - h^2) \odot
+        W^\top (x - \sigma(\ell)))`, one sigmoid per pixel and no softplus; the softplus of the log-likelihood
+        only with ``values``.
+        """
+        with torch.no_grad():  # no graph through the parameters
+            if self._bf16 is not None and not values:
+                return None, None, self._guide_grad(u), self._bf16_grad(u) - u
+            return self._fused_terms(u, values)
+
+    def _bf16_grad(self, u):
+        r"""
+        :math:`\nabla_z \log p(x|z)` with the products in bfloat16 (AMX), for the inner leapfrog steps.
+        Any force that is a function of the position alone keeps the leapfrog map volume-preserving and,
+        used alike at the inner steps of every trajectory, reversible; the energies of the accept test
+        and the weights are float32. So the chains and the weights stay exact; only the acceptance rate
+        can fall.
+        """
+        w_hidden, b_hidden, w_bias, w_last = self._bf16
+        h = torch.tanh(F.linear(u.bfloat16(), w_hidden, b_hidden))
+        grad_h = self._x_proj[0] - (torch.sigmoid_(F.pad(h, (0, 1), value=1.0) @ w_bias.T) @ w_last).float()
+        return (grad_h * (1 - h.float().square())) @ self.vae.decoder.hidden.weight
+
+    def _guide_grad(self, u):
+        if self.direct_guide is None:
+            return -u
+        loc, log_var = self.direct_guide
+        return (loc - u) * torch.exp(-log_var)
+
+    def _fused_terms(self, u, values):
+        decoder = self.vae.decoder
+        h = torch.tanh(decoder.hidden(u))
+        h_one = F.pad(h, (0, 1), value=1.0)  # [C, B, H + 1]
+        logits = h_one @ self._w_bias.T
+        log_lik = (h_one * self._x_proj_bias).sum(-1) - F.softplus(logits).sum(-1) if values else None
+        grad_h = self._x_proj[0] - torch.sigmoid_(logits) @ decoder.loc.weight
+        grad_lik = (grad_h * (1 - h.square())) @ decoder.hidden.weight
+        grad_p0 = self._guide_grad(u)
+        if not values:
+            log_p0 = None
+        elif self.direct_guide is None:
+            log_p0 = -0.5 * u.square().sum(-1) - _HALF_LOG_2PI * self.dim
+        else:
+            log_p0 = self._log_guide(u)
+        log_joint = -0.5 * u.square().sum(-1) - _HALF_LOG_2PI * self.dim + log_lik if values else None
+        return log_p0, log_joint, grad_p0, grad_lik - u
+
+    def _log_guide(self, u):
+        loc, log_var = self.direct_guide
+        return -0.5 * ((u - loc).square() * torch.exp(-log_var) + log_var).sum(-1) - _HALF_LOG_2PI * self.dim
+
     def densities(self, u):
         """``(log_p0, log_joint)`` ``[C, B]`` at the states ``u`` ``[C, B, D]``."""
         num_chains = u.shape[0]
@@ -360,9 +468,7 @@ class _ModelPath:
             if self.guide is None:
                 return log_prior, log_joint
             if self.direct_guide is not None:
-                loc, log_var = self.direct_guide
-                log_q = -0.5 * ((u - loc).square() * torch.exp(-log_var) + log_var).sum(-1) - _HALF_LOG_2PI * self.dim
-                return log_q, log_joint
+                return self._log_guide(u), log_joint
             rows = u.reshape(num_chains * self.batch_size, self.dim)
             log_q = self.space.log_guide(self.guide, self.rows(num_chains), rows)
             return log_q.reshape(num_chains, self.batch_size), log_joint
@@ -381,6 +487,27 @@ def _chunks(batch_size, num_chains, chunk_size):
     if int(chunk_size) != chunk_size or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     return [slice(s, min(s + int(chunk_size), batch_size)) for s in range(0, batch_size, int(chunk_size))]
+
+
+def bf16_supported():
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX512-BF16), read off ``/proc/cpuinfo``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def _check_precision(precision):
+    """``precision``, or ``"fp32"`` with a warning for ``"bf16"`` on a CPU without bfloat16 products."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and not bf16_supported():
+        warnings.warn("precision='bf16': this CPU has neither AMX nor AVX512-BF16, so bfloat16 products would be "
+                      "slower than float32; running in float32", stacklevel=4)
+        return "fp32"
+    return precision
 
 
 def _check_options(num_chains, pilot_chains, pilot_temps):
@@ -415,24 +542,25 @@ def _annealed(path, num_chains, num_temps, num_steps, schedule_name, pilot_chain
     if num_temps > 1:
         with part(0.0, pilot_share):
             pilot = pilot_step_sizes(
-                path.densities, path.sample_p0(pilot_chains), schedule(schedule_name, num_pilot), num_steps
+                path.densities, path.sample_p0(pilot_chains), schedule(schedule_name, num_pilot), num_steps,
+                gradients=path.gradients,
             )
         steps = _interpolate_steps(pilot, num_temps)
     else:
         steps = z0.new_ones(num_temps + 1, path.batch_size)
     middle = pilot_share + (1 - pilot_share) / runs
     with part(pilot_share, middle):
-        forward = run(path.densities, z0, betas, steps, num_steps)
+        forward = run(path.densities, z0, betas, steps, num_steps, gradients=path.gradients)
     reverse = None
     if z_reverse is not None:
         z_post = z_reverse.expand((num_chains,) + z_reverse.shape)
         with part(middle, 1.0):
-            reverse = run(path.densities, z_post, betas, steps, num_steps, reverse=True)
+            reverse = run(path.densities, z_post, betas, steps, num_steps, reverse=True, gradients=path.gradients)
     return forward, reverse, steps
 
 
 def log_marginal(model, x, guide=None, *, num_chains=16, num_temps=1000, num_steps=10, schedule="sigmoid",
-                 pilot_chains=2, pilot_temps=200, chunk_size=None, diagnostics=False):
+                 pilot_chains=2, pilot_temps=200, chunk_size=None, precision="fp32", diagnostics=False):
     r"""
     The ``"ais"`` estimator of :func:`~pyro_aevb.infer.marginal.log_marginal_likelihood`:
     :math:`\log \frac1K \sum_k w_k` per datapoint over ``num_chains`` forward chains from the prior (or
@@ -440,11 +568,12 @@ def log_marginal(model, x, guide=None, *, num_chains=16, num_temps=1000, num_ste
     """
     _check_options(num_chains, pilot_chains, pilot_temps)
     _check_num_temps(num_temps)
+    precision = _check_precision(precision)
     space = check_model(model, x, guide)
     out, infos = [], []
     chunks = _chunks(x.shape[0], num_chains, chunk_size)
     for rows in chunks:
-        path = _ModelPath(space, model, x[rows], guide)
+        path = _ModelPath(space, model, x[rows], guide, precision)
         with part(rows.start / x.shape[0], rows.stop / x.shape[0]):
             forward, _, steps = _annealed(
                 path, num_chains, num_temps, num_steps, schedule, pilot_chains, pilot_temps
@@ -491,7 +620,7 @@ def simulate(model, num_points, like_x):
 
 
 def bdmc(model, x, latents, guide=None, *, num_chains=16, num_temps=1000, num_steps=10, schedule="sigmoid",
-         pilot_chains=2, pilot_temps=200, chunk_size=None):
+         pilot_chains=2, pilot_temps=200, chunk_size=None, precision="fp32"):
     r"""
     Bidirectional Monte Carlo [2]: stochastic lower and upper bounds on :math:`\log p_\theta(x^{(i)})`
     for datapoints simulated from the model together with their latents (:func:`simulate`).
@@ -513,6 +642,7 @@ def bdmc(model, x, latents, guide=None, *, num_chains=16, num_temps=1000, num_st
     """
     _check_options(num_chains, pilot_chains, pilot_temps)
     _check_num_temps(num_temps)
+    precision = _check_precision(precision)
     space = check_model(model, x, guide)
     if not isinstance(latents, dict) or set(latents) != set(space.names):
         given = sorted(latents) if isinstance(latents, dict) else type(latents).__name__
@@ -521,7 +651,7 @@ def bdmc(model, x, latents, guide=None, *, num_chains=16, num_temps=1000, num_st
         u = space.pack(latents, x.shape[0]).to(x.dtype)
     lower, upper = [], []
     for rows in _chunks(x.shape[0], num_chains, chunk_size):
-        path = _ModelPath(space, model, x[rows], guide)
+        path = _ModelPath(space, model, x[rows], guide, precision)
         with part(rows.start / x.shape[0], rows.stop / x.shape[0]):
             forward, reverse, _ = _annealed(
                 path, num_chains, num_temps, num_steps, schedule, pilot_chains, pilot_temps, u[rows]
