@@ -265,6 +265,25 @@ def test_bf16_without_amx_warns_and_runs_fp32(monkeypatch):
     assert torch.equal(*results)
 
 
+def test_the_vaes_own_guide_in_closed_form_for_another_model():
+    # A model outside the paper's class (the mixture prior, traced) with the VAE's own guide: log q in
+    # closed form once per chunk equals the trace of the guide, to float32 rounding.
+    from pyro_aevb.models.variants import LaplacePriorVAE, MixturePriorVAE
+
+    torch.manual_seed(2)
+    x = torch.bernoulli(torch.full((3, 12), 0.4))
+    for vae in (MixturePriorVAE(12, 2, 8, num_components=3), LaplacePriorVAE(12, 2, 8)):
+        for p in vae.encoder.parameters():
+            nn.init.normal_(p, std=0.3)
+        path = ais._ModelPath(check_model(vae.model, x, vae.guide), vae.model, x, vae.guide)
+        assert path.direct_guide is not None, f"{type(vae).__name__}: its guide should be scored in closed form"
+        u = 2 * torch.randn(4, 3, 2)
+        closed_form = path.densities(u)[0]
+        traced = path.space.log_guide(vae.guide, path.rows(4), u.reshape(-1, 2)).reshape(4, 3)
+        assert torch.allclose(closed_form, traced, atol=1e-5), type(vae).__name__
+        pyro.clear_param_store()
+
+
 def test_one_temperature_from_the_guide_is_importance_sampling():
     # T = 1: no transition; the weight is p(x, z) / q(z) at the guide's draw, the draws "is" makes
     # for the same seed.
