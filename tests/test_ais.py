@@ -239,30 +239,51 @@ def test_bf16_gradients_keep_the_estimate_exact():
     assert info["accept_prob"].mean() > 0.5, "bfloat16 forces should leave the trajectories accurate"
 
 
-def test_bf16_outside_the_bernoulli_vae_warns_and_runs_fp32():
+def _linear_gaussian_data():
     vae, marginal = linear_gaussian(2, 6)
-    x = marginal.sample((3,))
+    return vae, marginal.sample((3,))
+
+
+def _tanh_vae_data():
+    vae = TanhVAE()
+    return vae, torch.bernoulli(torch.full((2, 12), 0.5))
+
+
+@pytest.mark.parametrize("make, amx, message", [
+    (_linear_gaussian_data, True, "applies to the paper's VAE with its Bernoulli decoder"),
+    (_tanh_vae_data, False, "neither AMX nor AVX512-BF16"),
+], ids=["another model", "a CPU without AMX"])
+def test_bf16_where_it_does_not_apply_warns_and_runs_fp32(make, amx, message, monkeypatch):
+    monkeypatch.setattr(ais, "bf16_supported", lambda: amx)
+    torch.manual_seed(4)
+    vae, x = make()
     results = []
     for precision in ("fp32", "bf16"):
         torch.manual_seed(7)
-        with pytest.warns(UserWarning, match="float32") if precision == "bf16" else contextlib.nullcontext():
+        with pytest.warns(UserWarning, match=message) if precision == "bf16" else contextlib.nullcontext():
             results.append(log_marginal_likelihood(vae.model, x, "ais", num_chains=2, num_temps=5, precision=precision))
-    assert torch.equal(*results)
+    assert torch.equal(*results), "the float32 run and the bf16 request that fell back to it differ"
     with pytest.raises(ValueError, match="precision"):
         log_marginal_likelihood(vae.model, x, "ais", precision="fp16")
 
 
-def test_bf16_without_amx_warns_and_runs_fp32(monkeypatch):
-    monkeypatch.setattr(ais, "bf16_supported", lambda: False)
-    torch.manual_seed(4)
-    vae = TanhVAE()
-    x = torch.bernoulli(torch.full((2, 12), 0.5))
-    results = []
-    for precision in ("fp32", "bf16"):
-        torch.manual_seed(7)
-        with pytest.warns(UserWarning, match="neither AMX nor AVX512-BF16") if precision == "bf16" else contextlib.nullcontext():
-            results.append(log_marginal_likelihood(vae.model, x, "ais", num_chains=2, num_temps=5, precision=precision))
-    assert torch.equal(*results)
+def test_the_vaes_own_guide_in_closed_form_for_another_model():
+    # A model outside the paper's class (the mixture prior, traced) with the VAE's own guide: log q in
+    # closed form once per chunk equals the trace of the guide, to float32 rounding.
+    from pyro_aevb.models.variants import LaplacePriorVAE, MixturePriorVAE
+
+    torch.manual_seed(2)
+    x = torch.bernoulli(torch.full((3, 12), 0.4))
+    for vae in (MixturePriorVAE(12, 2, 8, num_components=3), LaplacePriorVAE(12, 2, 8)):
+        for p in vae.encoder.parameters():
+            nn.init.normal_(p, std=0.3)
+        path = ais._ModelPath(check_model(vae.model, x, vae.guide), vae.model, x, vae.guide)
+        assert path.direct_guide is not None, f"{type(vae).__name__}: its guide should be scored in closed form"
+        u = 2 * torch.randn(4, 3, 2)
+        closed_form = path.densities(u)[0]
+        traced = path.space.log_guide(vae.guide, path.rows(4), u.reshape(-1, 2)).reshape(4, 3)
+        assert torch.allclose(closed_form, traced, atol=1e-5), type(vae).__name__
+        pyro.clear_param_store()
 
 
 def test_one_temperature_from_the_guide_is_importance_sampling():

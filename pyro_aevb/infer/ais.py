@@ -362,6 +362,9 @@ class _ModelPath:
         self.gradients = None  # autograd through densities, unless written out below
         self._bf16 = None  # the decoder's weights in bfloat16, for precision="bf16"
         if self.vae is None:
+            self._own_guide(guide)
+            if precision == "bf16":
+                warnings.warn(_BF16_ELSEWHERE, stacklevel=4)
             return
         with torch.no_grad():
             if guide is not None and paper_vae(model, guide) is self.vae:
@@ -380,8 +383,27 @@ class _ModelPath:
                         self._bf16 = (hidden.weight.bfloat16(), hidden.bias.bfloat16(), self._w_bias.bfloat16(),
                                       last.weight.bfloat16())
         if precision == "bf16" and self._bf16 is None:
-            warnings.warn("precision='bf16' applies to the paper's VAE with its Bernoulli decoder (and chains from the "
-                          "prior or its own encoder) only; this model runs in float32", stacklevel=4)
+            warnings.warn(_BF16_ELSEWHERE, stacklevel=4)
+
+    def _own_guide(self, guide):
+        """
+        A model outside the paper's class with the VAE's own guide, over one latent site ``"z"`` of real
+        values: the encoder's Gaussian once per chunk, in closed form, instead of a trace of the guide (and
+        a pass through the encoder) at every leapfrog step. Its distribution depends on ``x`` alone.
+        """
+        from pyro_aevb.models.vae import VAE
+
+        owner = getattr(guide, "__self__", None)
+        if not isinstance(owner, VAE) or getattr(guide, "__func__", None) is not VAE.guide:
+            return
+        if self.space.names != ["z"] or self.dim != owner.z_dim:
+            return
+        with torch.no_grad():  # "z" takes any real value: its map from the unconstrained space is the identity
+            probe = torch.randn(2, self.dim, dtype=self.x.dtype, device=self.x.device)
+            values, log_jacobian = self.space.unpack(probe)
+            if not torch.equal(values["z"].reshape(probe.shape), probe) or torch.as_tensor(log_jacobian).any():
+                return
+            self.direct_guide = loc_and_log_var(owner.encoder, self.x)
 
     def rows(self, num_chains):
         """``x`` repeated ``num_chains`` times along the rows: row ``k * B + b`` is datapoint ``b``."""
@@ -478,7 +500,13 @@ class _ModelPath:
         log_joint = (log_prior + log_lik).reshape(num_chains, self.batch_size)
         if self.guide is None:
             return log_prior.reshape(num_chains, self.batch_size), log_joint
+        if self.direct_guide is not None:
+            return self._log_guide(u), log_joint
         return self.space.log_guide(self.guide, x_rows, rows).reshape(num_chains, self.batch_size), log_joint
+
+
+_BF16_ELSEWHERE = ("precision='bf16' applies to the paper's VAE with its Bernoulli decoder (and chains from the prior "
+                   "or its own encoder) only; this model runs in float32")
 
 
 def _chunks(batch_size, num_chains, chunk_size):
