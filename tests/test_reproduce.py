@@ -253,3 +253,18 @@ def test_iwae(shared_data, tmp_path):
     second = reproduce(*args, data=shared_data, out=tmp_path)
     assert "2 of 2 runs already finished" in second.stdout and "0 estimates to compute" in second.stdout
     assert "counted" not in second.stdout
+
+
+def test_iwae_bad_settings_are_named(tmp_path):
+    from pyro_aevb.experiment.iwae_table import IwaeSettings, burda_schedule, iwae_configs
+    from pyro_aevb.experiment.train import TrainConfig
+
+    for stages in (0, 9, 2.0):
+        with pytest.raises(ValueError, match="stages must be a whole number from 1 to 8"):
+            burda_schedule(stages)
+    with pytest.raises(ValueError, match="num_particles must be whole numbers >= 1"):
+        iwae_configs(TrainConfig(), IwaeSettings(num_particles=(1, 0), num_train=100))
+    result = subprocess.run([sys.executable, "-m", "pyro_aevb", "reproduce", "iwae", "--num-train", "100", "200",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "give --num-train one number, got [100, 200]" in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()
