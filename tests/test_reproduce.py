@@ -208,3 +208,63 @@ def test_loglik_names_a_failed_estimate_and_keeps_the_rest(tmp_path):
     with pytest.raises(UserError, match=f"estimate of {run_name(config)} failed.*the same command computes the rest"):
         evaluate_runs([config], {run_name(config): tmp_path / "missing"}, tmp_path / "loglik",
                       LoglikSettings(num_points=2), log=lambda line: None)
+
+
+def test_iwae(shared_data, tmp_path):
+    """
+    Burda et al.'s Table 1 at toy sizes (2 stages: 4 epochs of 100 digits): one row per K, trained with
+    their setup; each row's log p(x) is the saved K-sample importance-weighted bound, its active units
+    the count of unit_activity over the threshold; a second call trains and computes nothing again.
+    """
+    import json
+
+    from pyro_aevb.experiment.iwae_table import burda_schedule
+
+    args = ("iwae", "--num-train", 100, "--stages", 2, "--num-particles", 1, 3, "--is-points", 5, "--is-samples", 10,
+            "--ais-points", 3, "--num-chains", 2, "--num-temps", 3, "--bdmc", 3)
+    reproduce(*args, data=shared_data, out=tmp_path)
+    rows = table(tmp_path / "iwae" / "results.csv")
+    assert [(r["model"], int(r["k"]), int(r["epochs"])) for r in rows] == [("VAE", 1, 4), ("IWAE", 3, 4)], rows
+    runs = {int(r["k"]): r for r in rows}
+    for k, row in runs.items():
+        for column in ("test_log_px", "ais", "bdmc_gap", "active_units", "train_seconds"):
+            assert row[column] != "", (k, column)
+    assert runs[1]["burda_et_al_full_schedule"] == "-86.76"
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        config = json.loads((folder / "config.json").read_text())["config"]
+        assert config["hidden"] == [200, 200] and config["latent_dim"] == 50 and config["batch_size"] == 20
+        assert config["optim"] == "Adam" and config["optim_options"] == {"betas": [0.9, 0.999], "eps": 1e-4}
+        assert config["lr"] == 1e-3 and config["lr_scheduler_options"]["milestones"] == [1]
+        assert config["samples"] == 4 * 100 and config["binarize"] == "dynamic" and config["weight_decay"] == 0
+        saved = json.loads((tmp_path / "iwae" / folder.name / "is.json").read_text())
+        assert saved["options"] == {"num_samples": 10} and saved["num_points"] == 5
+        row = runs[config["num_particles"]]
+        assert float(row["test_log_px"]) == pytest.approx(saved["log_marginal_likelihood"], abs=0.01)
+        units = json.loads((tmp_path / "iwae" / folder.name / "active_units.json").read_text())
+        assert int(row["active_units"]) == sum(a > 1e-2 for a in units["activity"]) == units["active_units"]
+    # The schedule: stage i is 3^i epochs at 0.001 * 10^(-i/7).
+    epochs, options = burda_schedule(8)
+    assert epochs == 3280 and options["milestones"] == [1, 4, 13, 40, 121, 364, 1093]
+    lrs = [1e-3 * options["gamma"] ** sum(e >= m for m in options["milestones"]) for e in (0, 1, 3, 4, 1093)]
+    assert lrs == pytest.approx([1e-3, 1e-3 * 10 ** (-1 / 7), 1e-3 * 10 ** (-1 / 7), 1e-3 * 10 ** (-2 / 7), 1e-4])
+    assert burda_schedule(6)[0] == 364
+    second = reproduce(*args, data=shared_data, out=tmp_path)
+    assert "2 of 2 runs already finished" in second.stdout and "0 estimates to compute" in second.stdout
+    assert "counted" not in second.stdout
+
+
+def test_iwae_bad_settings_are_named(tmp_path):
+    from pyro_aevb.experiment.iwae_table import IwaeSettings, burda_schedule, iwae_configs
+    from pyro_aevb.experiment.train import TrainConfig
+
+    for stages in (0, 9, 2.0):
+        with pytest.raises(ValueError, match="stages must be a whole number from 1 to 8"):
+            burda_schedule(stages)
+    with pytest.raises(ValueError, match="num_particles must be whole numbers >= 1"):
+        iwae_configs(TrainConfig(), IwaeSettings(num_particles=(1, 0), num_train=100))
+    result = subprocess.run([sys.executable, "-m", "pyro_aevb", "reproduce", "iwae", "--num-train", "100", "200",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "give --num-train one number, got [100, 200]" in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()

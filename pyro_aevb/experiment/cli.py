@@ -235,7 +235,8 @@ def _evaluate(args):
 def _add_reproduce(sub):
     p = sub.add_parser(
         "reproduce",
-        help="reproduce one of the paper's figures (figure2, figure3, manifold) or the table of log p(x) estimators (loglik)",
+        help="reproduce one of the paper's figures (figure2, figure3, manifold), the table of log p(x) estimators (loglik) "
+        "or Burda et al.'s Table 1, VAE against IWAE (iwae)",
         description="Train every run one of the paper's experiments needs (resuming unfinished runs, skipping "
         "finished ones), then write its results table (CSV, Markdown) and figures (PNG, PDF) into OUT/<experiment>/. "
         "figure2: AEVB vs wake-sleep per latent size (MNIST Nz 3, 5, 10, 20, 200; Frey Face 2, 5, 10, 20). "
@@ -243,26 +244,38 @@ def _add_reproduce(sub):
         "--num-train. manifold: Nz = 2 manifolds of Frey Face and MNIST (Figure 4) and MNIST samples for Nz 2, 5, "
         "10, 20 (Figure 5). loglik: Figure 3's runs, MNIST Nz = 20, Frey Face Nz = 10 and MNIST Nz = 20 with a "
         "mixture prior, each evaluated on the same test points by Appendix D, importance sampling, AIS and the BDMC "
-        "gap of AIS, with the seconds each took.",
+        "gap of AIS, with the seconds each took. iwae: Burda et al. (2015), Table 1, one stochastic layer: the VAE (K = 1) "
+        "and IWAE (K = 5; add 50 with --num-particles 1 5 50), 784-200-200-50 tanh nets, Bernoulli decoder, dynamically "
+        "binarised MNIST, Adam (0.9, 0.999, eps 1e-4), minibatches of 20, stage i of the schedule 3^i epochs at step size "
+        "0.001 * 10^(-i/7); each model's test log p(x) by the K = 5000 importance-weighted bound on the first --is-points "
+        "test digits, AIS and its BDMC gap on the first --ais-points, the active units and the wall time.",
     )
     a = p.add_argument
-    a("experiment", choices=["figure2", "figure3", "manifold", "loglik"])
+    a("experiment", choices=["figure2", "figure3", "manifold", "loglik", "iwae"])
     a("--dataset", choices=["mnist", "frey"], default="mnist", help="figure2 only [mnist]")
     a("--samples", type=_count, default=1_000_000,
       help="budget per run in training samples; the paper ran to about 1e8 [1e6: an AEVB run on MNIST takes about 4 minutes on one thread of a shared machine (docs/results.md); 1e7 takes ten times that]")
-    a("--num-train", type=_count, nargs="+", default=[1000, 50000], help="figure3, loglik: training-set sizes [1000 50000]")
+    a("--num-train", type=_count, nargs="+",
+      help="figure3, loglik: training-set sizes [1000 50000]; iwae: one size, the first training digits [all 60000]")
     a("--mcem-samples", type=_count,
       help="figure3, loglik: budget of the MCEM runs, whose HMC E-step costs tens of times more per sample [--samples]")
     a("--log-marginal-points", type=_count, default=100,
       help="figure3: datapoints per split for the HMC marginal likelihood at each evaluation [100; the paper 1000]")
     a("--eval-points", type=_count, default=20, help="log-spaced evaluations per run [20]")
     a("--test-points", type=_count, default=100, help="loglik: first test points each estimator evaluates [100]")
-    a("--is-samples", type=_count, default=5000, help="loglik: importance samples K of 'is' [5000]")
-    a("--num-chains", type=_count, default=16, help="loglik: AIS chains K per point [16]")
-    a("--num-temps", type=_count, default=1000, help="loglik: AIS temperatures T [1000]")
-    a("--num-steps", type=_count, default=10, help="loglik: leapfrog steps per AIS transition [10]")
-    a("--bdmc", type=_count, default=100, help="loglik: points simulated from each model for the BDMC gap [100]")
-    a("--lr", type=float, default=0.02, help="Adagrad step size [0.02]")
+    a("--is-samples", type=_count, default=5000, help="loglik, iwae: importance samples K of 'is' [5000]")
+    a("--num-chains", type=_count, default=16, help="loglik, iwae: AIS chains K per point [16]")
+    a("--num-temps", type=_count, default=1000, help="loglik, iwae: AIS temperatures T [1000]")
+    a("--num-steps", type=_count, default=10, help="loglik, iwae: leapfrog steps per AIS transition [10]")
+    a("--bdmc", type=_count, default=100, help="loglik, iwae: points simulated from each model for the BDMC gap [100]")
+    a("--num-particles", type=_count, nargs="+", default=[1, 5],
+      help="iwae: the K of each model trained, 1 being the VAE [1 5; Burda et al. also 50]")
+    a("--stages", type=int, choices=range(1, 9), default=6, metavar="{1..8}",
+      help="iwae: stages of Burda et al.'s schedule, stage i being 3^i epochs [6: 364 epochs; 8: the full 3,280]")
+    a("--is-points", type=_count, default=10_000,
+      help="iwae: first test digits of the K = 5000 importance-weighted bound [10000, all, as Burda et al.]")
+    a("--ais-points", type=_count, default=1000, help="iwae: first test digits of AIS [1000]")
+    a("--lr", type=float, default=0.02, help="Adagrad step size (not iwae, which follows Burda et al.'s schedule) [0.02]")
     a("--jobs", type=_count, default=2,
       help="runs trained at once, each in its own process, on $OMP_NUM_THREADS threads if set, else "
            "the cores shared out among them [2]")
@@ -275,9 +288,21 @@ def _reproduce(args):
     from pyro_aevb.experiment.reproduce import reproduce
 
     reproduce(args.experiment, out=args.out, dataset=args.dataset, samples=args.samples, jobs=args.jobs,
-              data_dir=args.data_dir, num_train=tuple(args.num_train), log_marginal_points=args.log_marginal_points,
-              eval_points=args.eval_points, lr=args.lr, mcem_samples=args.mcem_samples, loglik=_loglik_settings(args))
+              data_dir=args.data_dir, num_train=tuple(args.num_train or (1000, 50000)),
+              log_marginal_points=args.log_marginal_points, eval_points=args.eval_points, lr=args.lr,
+              mcem_samples=args.mcem_samples, loglik=_loglik_settings(args), iwae=_iwae_settings(args))
     return 0
+
+
+def _iwae_settings(args):
+    from pyro_aevb.experiment.iwae_table import IwaeSettings
+
+    if args.experiment == "iwae" and args.num_train is not None and len(args.num_train) != 1:
+        raise ConfigError(f"iwae trains on one training-set size: give --num-train one number, got {args.num_train}")
+    return IwaeSettings(num_particles=tuple(args.num_particles), stages=args.stages,
+                        num_train=args.num_train[0] if args.num_train else None, is_points=args.is_points,
+                        is_samples=args.is_samples, ais_points=args.ais_points, num_chains=args.num_chains,
+                        num_temps=args.num_temps, num_steps=args.num_steps, bdmc=args.bdmc)
 
 
 def _loglik_settings(args):

@@ -3,7 +3,8 @@ The paper's experiments from one command each: Figure 2 (AEVB against wake-sleep
 Figure 3 (AEVB, wake-sleep and MCEM by marginal likelihood, small and large training set) and the
 Appendix A figures (2-D manifolds, Figure 4; samples for several latent sizes, Figure 5), and the
 table that compares the estimators of :math:`\log p_\theta(x)` on trained models
-(:mod:`pyro_aevb.experiment.loglik`).
+(:mod:`pyro_aevb.experiment.loglik`); and Table 1 of Burda et al. (2015), the VAE against IWAE
+(:mod:`pyro_aevb.experiment.iwae_table`).
 
 Every experiment is a set of ordinary run folders under ``OUT/runs/`` (one per setting, named by it),
 trained with :func:`pyro_aevb.train` in parallel worker processes. Runs are resumed where they stopped
@@ -40,9 +41,15 @@ def run_name(config):
     """A run folder name that spells out the setting, so equal settings share one run."""
     parts = [config.dataset, config.method, f"z{config.latent_dim}"]
     if config.hidden is not None:
-        parts.append(f"h{config.hidden}")
+        parts.append("h" + ("x".join(map(str, config.hidden)) if isinstance(config.hidden, (list, tuple)) else str(config.hidden)))
     if config.num_train is not None:
         parts.append(f"n{config.num_train}")
+    if config.num_particles != TrainConfig.num_particles:
+        parts.append(f"k{config.num_particles}")
+    if config.batch_size != TrainConfig.batch_size:
+        parts.append(f"b{config.batch_size}")
+    if config.optim != TrainConfig.optim or config.lr_scheduler is not None:
+        parts.append(f"{config.optim}{config.lr:g}" + (f"-{config.lr_scheduler}" if config.lr_scheduler else ""))
     if config.model_class != TrainConfig.model_class:
         parts.append(config.model_class.rsplit(":", 1)[1])
         parts += [f"{key}{value}" for key, value in sorted(config.model_options.items())]
@@ -216,7 +223,7 @@ def manifold(base):
     return configs
 
 
-EXPERIMENTS = ("figure2", "figure3", "manifold", "loglik")
+EXPERIMENTS = ("figure2", "figure3", "manifold", "loglik", "iwae")
 
 
 def _table(configs, folders, path, columns):
@@ -334,13 +341,14 @@ def _draw_manifold(configs, folders, dest):
 
 def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, data_dir=None,
               num_train=(1000, 50000), log_marginal_points=100, eval_points=20, lr=0.02, mcem_samples=None,
-              loglik=None, log=print):
+              loglik=None, iwae=None, log=print):
     r"""
     Run one of the paper's experiments and write its table and figures.
 
-    :param str experiment: ``"figure2"``, ``"figure3"``, ``"manifold"`` or ``"loglik"`` (the runs of
+    :param str experiment: ``"figure2"``, ``"figure3"``, ``"manifold"``, ``"loglik"`` (the runs of
         Figure 3, MNIST :math:`N_z = 20`, Frey Face :math:`N_z = 10` and a mixture prior, each
-        evaluated by every estimator of :math:`\log p_\theta(x)`: :mod:`pyro_aevb.experiment.loglik`).
+        evaluated by every estimator of :math:`\log p_\theta(x)`: :mod:`pyro_aevb.experiment.loglik`)
+        or ``"iwae"`` (Burda et al.'s Table 1, one stochastic layer: :mod:`pyro_aevb.experiment.iwae_table`).
     :param out: the results folder.
     :param str dataset: ``"mnist"`` or ``"frey"`` (``figure2`` only).
     :param int samples: the budget per run, in training samples (default: 1e6 for figure2 and manifold,
@@ -349,6 +357,10 @@ def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, 
     :param int mcem_samples: ``figure3`` and ``loglik``: the budget of the MCEM runs (default: ``samples``).
     :param loglik: ``loglik`` only: the estimators' settings, a
         :class:`~pyro_aevb.experiment.loglik.LoglikSettings` (default: its defaults).
+    :param iwae: ``iwae`` only (Burda et al.'s Table 1, :mod:`pyro_aevb.experiment.iwae_table`): the
+        models, the schedule's stages and the estimators' settings, an
+        :class:`~pyro_aevb.experiment.iwae_table.IwaeSettings` (default: its defaults). Its runs
+        take their budget, step size and data from it, not from ``samples``, ``lr`` and ``num_train``.
     :returns: the rows of the results table.
     """
     # The evaluation settings are the figures' own, not the training defaults (which evaluate less).
@@ -367,6 +379,12 @@ def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, 
         from pyro_aevb.experiment.loglik import loglik_configs
 
         configs = loglik_configs(base, num_train, mcem_samples)
+        columns = ()
+    elif experiment == "iwae":
+        from pyro_aevb.experiment.iwae_table import IwaeSettings, iwae_configs
+
+        settings = iwae or IwaeSettings()
+        configs = iwae_configs(base, settings)
         columns = ()
     else:
         raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
@@ -387,6 +405,13 @@ def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, 
             settings = loglik or LoglikSettings()
             results = evaluate_runs(configs, folders, dest, settings, jobs=jobs, log=log)
             rows = loglik_table(configs, results, dest / "results")
+        elif experiment == "iwae":
+            from pyro_aevb.experiment.iwae_table import count_active_units, iwae_table
+            from pyro_aevb.experiment.loglik import evaluate_runs
+
+            results = evaluate_runs(configs, folders, dest, settings, jobs=jobs, log=log)
+            units = count_active_units(configs, folders, dest, settings, log=log)
+            rows = iwae_table(configs, folders, results, units, dest / "results")
         else:
             rows = _table(configs, folders, dest / "results", columns)
         if experiment == "figure2":
@@ -397,7 +422,7 @@ def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, 
             _draw_manifold(configs, folders, dest)
         (dest / "settings.json").write_text(json.dumps(
             {"experiment": experiment, "runs": {run_name(c): dataclasses.asdict(c) for c in everything},
-             **({"estimators": dataclasses.asdict(settings)} if experiment == "loglik" else {})}, indent=2) + "\n")
+             **({"estimators": dataclasses.asdict(settings)} if experiment in ("loglik", "iwae") else {})}, indent=2) + "\n")
     except OSError as e:
         from pyro_aevb.experiment.rundir import describe_os_error
 
@@ -412,5 +437,5 @@ def reproduce(experiment, out="results", dataset="mnist", samples=None, jobs=1, 
             f"{experiment}: table and figures written to {dest} without the damaged runs. "
             + _failure_summary(failures, len(everything))
         )
-    log(f"{experiment}: {'table' if experiment == 'loglik' else 'table and figures'} written to {dest}")
+    log(f"{experiment}: {'table' if experiment in ('loglik', 'iwae') else 'table and figures'} written to {dest}")
     return rows

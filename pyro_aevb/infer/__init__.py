@@ -7,6 +7,7 @@ and reweighted wake-sleep (:mod:`~pyro_aevb.infer.iw_elbo`, :mod:`~pyro_aevb.inf
 (:mod:`~pyro_aevb.infer.hmc`) and the marginal-likelihood estimators (:mod:`~pyro_aevb.infer.marginal`).
 """
 
+from pyro_aevb.infer.active_units import active_units, unit_activity
 from pyro_aevb.infer.aevb import AEVB, PAPER_STEP_SIZES
 from pyro_aevb.infer.elbo import lower_bound, make_elbo
 from pyro_aevb.infer.iw_elbo import ImportanceWeightedELBO
@@ -26,7 +27,9 @@ __all__ = [
     "RWS",
     "ReweightedWakeSleepLoss",
     "WakeSleep",
+    "active_units",
     "log_marginal_likelihood",
     "lower_bound",
     "make_elbo",
+    "unit_activity",
 ]
