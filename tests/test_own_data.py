@@ -73,6 +73,16 @@ def test_likelihood_is_chosen_from_the_values_and_recorded(tmp_path):
         assert json.loads((tmp_path / name / "config.json").read_text())["config"]["likelihood"] == likelihood
 
 
+def test_data_outside_the_built_in_decoders_range_are_named(tmp_path, recwarn):
+    """The built-in Gaussian decoder's means lie in (0, 1): data beyond that get a note naming their range; data within do not."""
+    real = np.random.RandomState(0).randn(100, 6).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"range from -\d\.\d+ to \d\.\d+, but the built-in Gaussian decoder's means lie in \(0, 1\)"):
+        _train(tmp_path, real, "standardised")
+    recwarn.clear()
+    _train(tmp_path, np.random.RandomState(0).rand(100, 6).astype(np.float32), "unit")
+    assert not [w for w in recwarn if "built-in Gaussian decoder" in str(w.message)]
+
+
 def test_image_shaped_data(tmp_path):
     """[N, 1, H, W] data: the built-in nets flatten it, and the bound, the sampler and the figures take it."""
     x = _binary(shape=(1, 2, 3))

@@ -688,6 +688,13 @@ class _Trainer:
                 raise ConfigError(f"num_train {config.num_train} exceeds the {self.dataset.num_train} training points of {config.dataset}")
             self.dataset = dataclasses.replace(self.dataset, train=self.dataset.train[: config.num_train])
         check_support(self.dataset.train, self.dataset.likelihood, f"{config.dataset} training data")
+        if given is None and self.data_record is not None and config.likelihood == "gaussian" \
+                and config.model_class == TrainConfig.model_class:
+            low, high = float(self.dataset.train.min()), float(self.dataset.train.max())
+            if low < 0 or high > 1:  # the built-in decoder cannot fit such data: say so before training
+                _note(f"your data range from {low:.4g} to {high:.4g}, but the built-in Gaussian decoder's means lie "
+                      "in (0, 1) (a sigmoid, as for the paper's Frey Face): rescale the data to [0, 1], or train "
+                      "a model of your own (model=, --model-class)")
         self.num_data = self.dataset.num_train
         if config.batch_size > self.num_data:
             raise ConfigError(f"batch_size {config.batch_size} exceeds the {self.num_data} training points")
