@@ -22,7 +22,8 @@ from pyro_aevb._checks import check_choice, check_whole
 from pyro_aevb.infer.aevb import AEVB
 from pyro_aevb.infer.importance_weights import dreg_surrogate, log_mean_exp, normalized_weights, scale_grad, with_gradient_of
 from pyro_aevb.infer.iw_elbo import GRADIENTS, ImportanceWeightedELBO
-from pyro_aevb.infer.sgvb import log_likelihood, minibatch_scale
+from pyro_aevb.infer.sgvb import log_likelihood
+from pyro_aevb.infer.sites import minibatch_scale
 from pyro_aevb.models.nets import loc_and_log_var
 
 __all__ = ["IWAE", "iwae_loss", "vae_log_weights"]

@@ -31,8 +31,7 @@ from pyro_aevb.infer.aevb import AEVB
 from pyro_aevb.infer.importance_weights import log_mean_exp, wake_phi_surrogate, with_gradient_of
 from pyro_aevb.infer.iw_elbo import ParticleLayout, particle_traces
 from pyro_aevb.infer.iwae import vae_log_weights
-from pyro_aevb.infer.sgvb import minibatch_scale
-from pyro_aevb.infer.sites import check_model
+from pyro_aevb.infer.sites import check_model, minibatch_scale
 from pyro_aevb.infer.wake_sleep import direct_sleep_loss, sleep_loss
 
 __all__ = ["RWS", "ReweightedWakeSleepLoss", "rws_loss"]

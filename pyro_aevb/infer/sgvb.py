@@ -39,10 +39,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pyro_aevb.infer.sites import minibatch_scale
 from pyro_aevb.models.nets import loc_and_log_var
 from pyro_aevb.models.vae import VAE, flat_rows
 
-__all__ = ["gaussian_neg_kl", "gaussian_neg_kl_log_var", "log_likelihood", "minibatch_scale", "sgvb_loss"]
+__all__ = ["gaussian_neg_kl", "gaussian_neg_kl_log_var", "log_likelihood", "sgvb_loss"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -84,15 +85,6 @@ def log_likelihood(vae, z, x):
     x_loc, x_log_var = loc_and_log_var(vae.decoder, z)
     # -((x - mu) / sigma)^2 / 2 - log(sigma), with 1/sigma = exp(-log(sigma^2) / 2); the halves taken once, after the sum
     return -0.5 * (((x - x_loc) * torch.exp(-0.5 * x_log_var)).square() + x_log_var).sum(-1) - _HALF_LOG_2PI * x.shape[-1]
-
-
-def minibatch_scale(x, num_data=None):
-    """The scale :math:`N/M` of Eq. (8) of [1] for a minibatch ``x`` of ``M`` rows of a data set of ``N = num_data`` (1 without it)."""
-    if num_data is None:
-        return 1.0
-    if int(num_data) < x.shape[0]:
-        raise ValueError(f"num_data ({num_data}) is smaller than the minibatch ({x.shape[0]})")
-    return int(num_data) / x.shape[0]
 
 
 def sgvb_loss(vae, x, num_data=None, estimator="B", num_particles=1):

@@ -48,6 +48,7 @@ __all__ = [
     "LatentSpace",
     "check_model",
     "check_num_data",
+    "minibatch_scale",
     "model_and_guide",
     "paper_vae",
     "per_datapoint",
@@ -86,9 +87,17 @@ def check_num_data(x, num_data):
             f"num_data must be the data set's size, a whole number, got {type(num_data).__name__}: methods "
             "step as SVI does, step(x, num_data=N, idx=rows), the rows' indices by the keyword idx"
         ) from None
-    if num_data < x.shape[0]:
-        raise ValueError(f"num_data ({num_data}) is smaller than the minibatch ({x.shape[0]})")
+    minibatch_scale(x, num_data)  # refuses N < M
     return num_data
+
+
+def minibatch_scale(x, num_data=None):
+    """The scale :math:`N/M` of Eq. (8) of [1] for a minibatch ``x`` of ``M`` rows of a data set of ``N = num_data`` (1 without it)."""
+    if num_data is None:
+        return 1.0
+    if int(num_data) < x.shape[0]:
+        raise ValueError(f"num_data ({num_data}) is smaller than the minibatch ({x.shape[0]})")
+    return int(num_data) / x.shape[0]
 
 
 def per_datapoint(fn):
@@ -110,9 +119,7 @@ def per_datapoint(fn):
         def wrapped(x, num_data=None):
             if num_data is None or int(num_data) == x.shape[0]:
                 return fn(x)
-            if int(num_data) < x.shape[0]:
-                raise ValueError(f"num_data ({num_data}) is smaller than the minibatch ({x.shape[0]})")
-            with poutine.scale(scale=int(num_data) / x.shape[0]):
+            with poutine.scale(scale=minibatch_scale(x, num_data)):
                 return fn(x)
 
     functools.update_wrapper(wrapped, fn)

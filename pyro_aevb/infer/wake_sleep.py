@@ -39,10 +39,12 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from pyro_aevb.infer.aevb import _check_optim, _direct_params
-from pyro_aevb.infer.sgvb import log_likelihood, minibatch_scale
+from pyro_aevb.infer.sgvb import log_likelihood
 from pyro_aevb.models.nets import loc_and_log_var
 from pyro_aevb.models.vae import flat_rows
-from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, paper_vae, per_datapoint, repeat_rows
+from pyro_aevb.infer.sites import (
+    check_model, check_num_data, minibatch_scale, model_and_guide, paper_vae, per_datapoint, repeat_rows,
+)
 from pyro_aevb.optim import FusedAdagrad
 
 __all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "sleep_loss", "wake_loss"]
