@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from tests.helpers.common import REPO
 
 
 def _script(name):

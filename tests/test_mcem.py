@@ -4,7 +4,7 @@ import math
 import pyro
 import pytest
 import torch
-from linear_gaussian import LinearGaussianVAE, ppca_data, ppca_max_log_likelihood, tiny_run_metrics
+from tests.helpers.linear_gaussian import LinearGaussianVAE, ppca_data, ppca_max_log_likelihood, tiny_run_metrics
 
 from pyro_aevb import VAE, TrainConfig
 from pyro_aevb.experiment.train import METHODS

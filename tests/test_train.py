@@ -19,7 +19,7 @@ from pyro_aevb import (
 )
 from pyro_aevb.data import DATASETS, Dataset
 
-from conftest import wait_for
+from tests.helpers.common import wait_for
 
 TINY = dict(dataset="mnist5k", latent_dim=2, hidden=20, eval_points=3, eval_train_points=200, checkpoint_every=500)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from pyro import poutine
 
-from linear_gaussian import LinearGaussianVAE, ppca_data, tiny_run_metrics
+from tests.helpers.linear_gaussian import LinearGaussianVAE, ppca_data, tiny_run_metrics
 
 from pyro_aevb import VAE, TrainConfig, lower_bound
 from pyro_aevb.models.variants import LaplacePriorVAE
