@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: its model is the tests' (tests/helpers)
 
 
 def main(args):
-    from test_ais import linear_gaussian
+    from tests.helpers.linear_gaussian import linear_gaussian
 
     from pyro_aevb import bdmc
     from pyro_aevb.infer import ais

@@ -1,16 +1,12 @@
 import os
 import sys
-import time
-from pathlib import Path
 
 import pyro
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("PYRO_AEVB_DATA", REPO.parent / "shared" / "data"))
-#: Devices to parametrize over: the CPU always, CUDA where present.
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+from tests.helpers.common import REPO, SHARED_DATA
+from tests.helpers.docs_build import build_docs
 
 
 @pytest.fixture(autouse=True)
@@ -50,21 +46,9 @@ def shared_data():
 @pytest.fixture(scope="session")
 def docs_build():
     """The documentation site, built once per test run into docs/_build/html: (folder, exit status, warnings)."""
-    from test_docs import build_docs
-
     return build_docs()
 
 
 # Under pytest-xdist each worker gets one thread, so that two workers share two cores without thrashing.
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 sys.path.insert(0, str(REPO))
-
-
-def wait_for(path, proc, timeout=120):
-    """Wait until ``path`` exists; False if the subprocess ``proc`` ended first or ``timeout`` passed."""
-    start = time.time()
-    while not path.exists():
-        if proc.poll() is not None or time.time() - start > timeout:
-            return False
-        time.sleep(0.05)
-    return True

@@ -21,7 +21,7 @@ from pyro_aevb.data import (
     resolve_data_dir,
 )
 
-from conftest import DEVICES
+from tests.helpers.common import DEVICES
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from test_docs import BUILD
+from tests.helpers.docs_build import BUILD
 
 SCREENSHOTS = BUILD / "screenshots"
 SCREENSHOT_PAGES = ("tutorial", "results", "swapping", "tutorials/aevb_as_amortized_svi")

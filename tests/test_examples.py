@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from tests.helpers.common import REPO
 
 EXAMPLES_DIR = REPO / "examples"
 

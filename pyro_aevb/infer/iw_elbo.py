@@ -15,7 +15,7 @@ the per-datapoint bounds afterwards.
 
 Why not :class:`pyro.infer.RenyiELBO` with ``alpha=0``: it takes one log-sum-exp over the particles of
 the whole minibatch (as if the model had one global latent), and under subsampling it multiplies the
-log-weights by :math:`N/M` before it; both give another number (``tests/test_iwae.py`` shows it).
+log-weights by :math:`N/M` before it; both give another number (``tests/infer/test_iwae.py`` shows it).
 NumPyro's ``RenyiELBO`` keeps the bounds per datapoint (pyro-ppl/numpyro#1608); this follows that design.
 
 [1] Importance Weighted Autoencoders, Yuri Burda, Roger Grosse, Ruslan Salakhutdinov (2015)

@@ -29,7 +29,7 @@ and the swapped distribution's ``log_prob`` otherwise.
 These are the quantities that :class:`~pyro.infer.Trace_ELBO` and
 :class:`~pyro.infer.TraceMeanField_ELBO` compute on ``vae.model`` and ``vae.guide`` from the same
 draws of :math:`\epsilon` (the same calls on the same random stream), without tracing the two
-functions; they agree to floating-point rounding (``tests/test_fast_path.py``).
+functions; they agree to floating-point rounding (``tests/infer/test_fast_path.py``).
 
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """

@@ -90,14 +90,6 @@ def test_training_accepts_ais(tmp_path):
     assert float(row["test_log_marginal"]) == pytest.approx(expected.mean().item(), abs=1e-3)
 
 
-@pytest.fixture(scope="module")
-def aevb_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("evaluate-ais-start") / "aevb"
-    train(TrainConfig(dataset="mnist5k", latent_dim=2, hidden=20, samples=300, eval_points=1, eval_train_points=20),
-          out, progress=False)
-    return out
-
-
 def test_ais_start(aevb_run):
     """
     ``ais_start``: AIS and BDMC start from the encoder by default and from the prior on request; each is

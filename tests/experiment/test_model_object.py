@@ -111,7 +111,7 @@ def test_an_object_of_a_main_class_trains_and_load_run_says_to_pass_it(tmp_path)
 
 
 def test_model_class_by_file_path_from_the_command_line(tmp_path):
-    """--model-class tests/test_model_object.py:LaplaceVAE: imported from the file, then loaded again from it."""
+    """--model-class tests/experiment/test_model_object.py:LaplaceVAE: imported from the file, then loaded again from it."""
     np.save(tmp_path / "data.npy", _data())
     run = tmp_path / "run"
     assert main(["train", "--dataset", str(tmp_path / "data.npy"), "--model-class", f"{__file__}:LaplaceVAE",

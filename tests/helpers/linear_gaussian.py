@@ -1,6 +1,7 @@
 """
-Models with answers in closed form, and a tiny training run, shared by the baselines' tests
-(tests/test_wake_sleep.py, tests/test_mcem.py).
+Probabilistic PCA with its answers in closed form (the marginal, the posterior, the maximum-likelihood
+solution), and a tiny training run: shared by the tests of AIS and of the baselines, and by
+benchmarks/bench_bdmc.py.
 """
 
 import csv
@@ -46,6 +47,17 @@ class LinearGaussianVAE(VAE):
         W, b, var = self.decoder.weight, self.decoder.bias, (2 * self.decoder.log_scale).exp()
         cov = torch.linalg.inv(torch.eye(self.z_dim) + W.T @ W / var)
         return ((x - b) @ W / var @ cov).detach(), cov.detach()
+
+
+def linear_gaussian(z_dim, x_dim, sigma=0.5, seed=1):
+    """A :class:`LinearGaussianVAE` (the paper's VAE class, so the direct path) with random W, b; its exact p(x)."""
+    g = torch.Generator().manual_seed(seed)
+    vae = LinearGaussianVAE(x_dim, z_dim).set_params(
+        torch.randn(x_dim, z_dim, generator=g) / math.sqrt(z_dim), torch.randn(x_dim, generator=g), sigma
+    )
+    W, b = vae.decoder.weight.detach(), vae.decoder.bias.detach()
+    marginal = dist.MultivariateNormal(b, W @ W.T + sigma**2 * torch.eye(x_dim))
+    return vae, marginal
 
 
 def ppca_data(num_data, x_dim, z_dim, sigma, seed=0):

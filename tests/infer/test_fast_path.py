@@ -23,7 +23,7 @@ from pyro_aevb.optim import FusedAdagrad
 from pyro_aevb.models.variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
 from pyro_aevb.models.vae import VAE, data_plate
 
-from conftest import DEVICES
+from tests.helpers.common import DEVICES
 
 X_DIM, Z_DIM, HIDDEN, NUM_DATA = 12, 3, 8, 50
 LR, WEIGHT_DECAY = 0.1, 1.0

@@ -23,7 +23,7 @@ from pyro_aevb import VAE, bdmc, log_marginal_likelihood
 from pyro_aevb.infer import ais
 from pyro_aevb.infer.sites import check_model
 
-from linear_gaussian import LinearGaussianVAE
+from tests.helpers.linear_gaussian import linear_gaussian
 
 
 # The tensors here are tiny (tens of rows): one thread (conftest's one_thread).
@@ -118,17 +118,6 @@ def test_kernels_leave_each_temperature_invariant():
     assert abs(z.mean().item() - mean) < 5 * sd / math.sqrt(rows)
     assert abs(z.var().item() / sd**2 - 1) < 5 * math.sqrt(2 / rows)
     assert 0.5 < accept.mean() < 1.0
-
-
-def linear_gaussian(z_dim, x_dim, sigma=0.5, seed=1):
-    """A :class:`LinearGaussianVAE` (the paper's VAE class, so the direct path) with random W, b; its exact p(x)."""
-    g = torch.Generator().manual_seed(seed)
-    vae = LinearGaussianVAE(x_dim, z_dim).set_params(
-        torch.randn(x_dim, z_dim, generator=g) / math.sqrt(z_dim), torch.randn(x_dim, generator=g), sigma
-    )
-    W, b = vae.decoder.weight.detach(), vae.decoder.bias.detach()
-    marginal = dist.MultivariateNormal(b, W @ W.T + sigma**2 * torch.eye(x_dim))
-    return vae, marginal
 
 
 def perturbed_posterior_guide(vae, shift=0.5, scale=1.5):

@@ -14,8 +14,8 @@ import torch
 from pyro.infer import RenyiELBO, Trace_ELBO
 from torch.distributions import Normal, kl_divergence
 
-from pyro_tutorial_vae import VAE as TutorialVAE
-from test_any_model import EXACT
+from tests.helpers.exact_models import EXACT
+from tests.helpers.pyro_tutorial_vae import VAE as TutorialVAE
 
 from pyro_aevb import IWAE, RWS, VAE, TrainConfig, data_plate, load_run, train
 from pyro_aevb.errors import UnsupportedModelError

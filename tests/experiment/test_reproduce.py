@@ -14,7 +14,7 @@ from pyro_aevb.experiment.checkpoint import load_checkpoint
 from pyro_aevb.errors import UserError
 from pyro_aevb.experiment.plots import plot_lower_bound
 from pyro_aevb.experiment.reproduce import FIGURE2_LATENTS, FIGURE5_LATENTS, worker_threads
-from conftest import wait_for
+from tests.helpers.common import wait_for
 
 
 def reproduce(*args, data, out, timeout=900):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pyro_aevb import RunDirError, TrainConfig, train
-from test_distributed import TINY, assert_same_run, run, single, torchrun
+from tests.helpers.commands import TINY, assert_same_run, run, single, torchrun
 
-from conftest import wait_for
+from tests.helpers.common import wait_for
 
 
 def _children(pid):

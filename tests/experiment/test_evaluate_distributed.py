@@ -10,10 +10,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
-from pyro_aevb import TrainConfig, train
-
 # 5 points in chunks of 2: 3 chunks, which 2 processes share 2 + 1 and 3 processes 1 + 1 + 1.
 POINTS, CHUNK = 5, 2
 ESTIMATES = {
@@ -49,22 +45,14 @@ def _run(command, timeout=120):
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("evaluate-distributed") / "run"
-    train(TrainConfig(dataset="mnist5k", latent_dim=2, hidden=20, samples=500, eval_points=1, eval_train_points=50),
-          out, progress=False)
-    return out
-
-
-def test_estimates_do_not_depend_on_the_number_of_processes(run_dir, tmp_path):
+def test_estimates_do_not_depend_on_the_number_of_processes(aevb_run, tmp_path):
     script = tmp_path / "evaluate.py"
     script.write_text(_SCRIPT)
     results = {}
     for nproc in (1, 2, 3):
         dest = tmp_path / str(nproc)
         dest.mkdir()
-        done = _run(_torchrun(nproc, script, run_dir, dest, POINTS, CHUNK, json.dumps(ESTIMATES)))
+        done = _run(_torchrun(nproc, script, aevb_run, dest, POINTS, CHUNK, json.dumps(ESTIMATES)))
         assert done.returncode == 0, done.stderr[-3000:]
         results[nproc] = {e: json.loads((dest / f"{e}.json").read_text()) for e in ESTIMATES}
         for estimator, written in results[nproc].items():
@@ -107,12 +95,12 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_lost_process_ends_the_job(run_dir, tmp_path):
+def test_a_lost_process_ends_the_job(aevb_run, tmp_path):
     script = tmp_path / "dying.py"
     script.write_text(_DYING)
     out = tmp_path / "result.json"
     start = time.monotonic()
-    done = _run(_torchrun(2, script, "evaluate", run_dir, "--estimator", "is", "--num-samples", 20,
+    done = _run(_torchrun(2, script, "evaluate", aevb_run, "--estimator", "is", "--num-samples", 20,
                           "--num-points", 8, "--chunk-points", 1, "--out", out, "--no-progress"))
     assert time.monotonic() - start < 60, "the job outlived its lost process by a minute"
     assert done.returncode != 0

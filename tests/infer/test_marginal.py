@@ -10,7 +10,7 @@ from pyro_aevb.infer import hmc
 from pyro_aevb.infer.sites import repeat_rows
 from pyro_aevb.infer.marginal import _latent_space, _log_joint, _reference_hmc_mcmc, log_marginal_likelihood, resampled_start
 
-from conftest import DEVICES
+from tests.helpers.common import DEVICES
 
 
 def data_plate(x):
