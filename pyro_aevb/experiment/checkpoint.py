@@ -28,7 +28,7 @@ import io
 import os
 import pickle
 import random
-import tempfile
+import shutil
 import threading
 import zipfile
 from pathlib import Path
@@ -41,6 +41,7 @@ from torch.distributions import constraints, transform_to
 from pyro_aevb.errors import CheckpointError, DamagedCheckpoint, UnsafeCheckpoint
 from pyro_aevb.experiment import _faultpoints as faultpoints
 from pyro_aevb.experiment import checksums
+from pyro_aevb.experiment.atomic import move_into_place, remove_quietly, sync_folder, write_atomic, write_temporary
 
 __all__ = [
     "CONSTRAINTS",
@@ -55,7 +56,6 @@ __all__ = [
     "load_checkpoint",
     "load_latest",
     "previous_path",
-    "remove_temporary",
     "restore_param_store",
     "save_checkpoint",
     "set_rng_state",
@@ -317,40 +317,14 @@ def previous_path(path):
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def _write_temp(data, path, point=None):
-    """Write ``data`` to a new temporary file beside ``path``, flushed to disk; returns its path."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half])
-            if point:
-                f.flush()
-                faultpoints.reached(point)
-            f.write(data[half:])
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        _unlink(tmp)
-        raise
-    return tmp
-
-
 def atomic_save(obj, path, digest=False):
     """
     ``torch.save`` ``obj`` to ``path`` atomically (no previous generation kept); with ``digest``,
     returns the file's sha256.
     """
-    path = Path(path)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    tmp = _write_temp(buffer.getbuffer(), path)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, buffer.getbuffer(), mode=0o600)
     return checksums.digest(buffer.getbuffer()) if digest else None
 
 
@@ -373,12 +347,12 @@ def save_checkpoint(state, path):
         # before the renames. hashlib lets go of the GIL: this runs while the file is written and flushed.
         new_digest = checksums.digest(data)
         prev_digests = checksums.before_rotation(path, prev, new_digest)
-        _fsync_dir(path.parent)
+        sync_folder(path.parent)
         return new_digest, prev_digests
 
     recording = _Background(record)
     try:
-        tmp = _write_temp(data, path, point="checkpoint-write")
+        tmp = write_temporary(path, data, mode=0o600, point="checkpoint-write")
     except BaseException:
         recording.join()
         raise
@@ -387,13 +361,13 @@ def save_checkpoint(state, path):
         if path.exists():
             _keep_previous(path)
         faultpoints.reached("checkpoint-rotate")
-        os.replace(tmp, path)
     except BaseException:
-        _unlink(tmp)
+        remove_quietly(tmp)
         raise
+    move_into_place(tmp, path, sync=False)
     faultpoints.reached("checkpoint-digest")
     checksums.after_rotation(path, prev, new_digest, prev_digests)
-    _fsync_dir(path.parent)
+    sync_folder(path.parent)
 
 
 class _Background(threading.Thread):
@@ -422,26 +396,17 @@ def _keep_previous(path):
     """Make ``path``'s current file the previous generation, atomically, leaving ``path`` in place."""
     prev = previous_path(path)
     link = prev.with_name(f".{prev.name}.tmp")
-    _unlink(link)
+    remove_quietly(link)
     try:
         os.link(path, link)
     except OSError:  # a file system without hard links: copy (the disk needs room for it)
-        import shutil
-
         shutil.copyfile(path, link)
         with open(link, "rb") as f:
             os.fsync(f.fileno())
     os.replace(link, prev)
     # If prev already was a link to path's file (a run killed after this step last time), rename(2) does
     # nothing and leaves the link behind.
-    _unlink(link)
-
-
-def remove_temporary(folder):
-    """Remove temporary files that a killed run left in ``folder``."""
-    folder = Path(folder)
-    for leftover in [*folder.glob(".*.tmp"), *folder.glob(".*.tmp.*"), *folder.glob("*.json.tmp"), *folder.glob("*.csv.tmp")]:
-        _unlink(leftover)
+    remove_quietly(link)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -619,23 +584,3 @@ def _to_data(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(folder):
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
