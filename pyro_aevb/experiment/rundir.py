@@ -17,6 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from pyro_aevb.errors import RunDirError
 from pyro_aevb.experiment import _faultpoints as faultpoints
 from pyro_aevb.experiment import plots
@@ -118,8 +120,6 @@ class RunDir:
     @contextlib.contextmanager
     def lock(self):
         """Create the folder, check it is writable, and hold its lock (fails at once if another run holds it)."""
-        from filelock import FileLock, Timeout
-
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
