@@ -26,7 +26,7 @@ from pyro_aevb.experiment.state import (
     CONSTRAINTS, NAMED_CONSTRAINTS, decode_constraint, encode_constraint, get_param_store_state, get_rng_state,
     set_rng_state,
 )
-from pyro_aevb.experiment.reproduce import run_all, run_name
+from pyro_aevb.experiment.runs import run_all, run_name
 
 TINY = dict(dataset="mnist5k", latent_dim=2, hidden=20, samples=1000, eval_points=2, eval_train_points=100,
             checkpoint_every=500)
