@@ -26,7 +26,7 @@ from pyro_aevb.experiment.loglik import LoglikSettings, evaluate_runs, loglik_co
 from pyro_aevb.experiment.paper_runs import figure2, figure3, manifold
 from pyro_aevb.experiment.rundir import RunDir, describe_os_error, read_metrics
 from pyro_aevb.experiment.runs import failure_summary, run_all, run_name
-from pyro_aevb.experiment.tables import write_table
+from pyro_aevb.experiment.tables import rounded, write_table
 from pyro_aevb.experiment.train import DEFAULT_HIDDEN, TrainConfig
 
 __all__ = ["EXPERIMENTS", "reproduce"]
@@ -43,8 +43,7 @@ def _table(configs, folders, path, columns):
         row = {"dataset": c.dataset, "method": c.method, "latent_dim": c.latent_dim, "hidden": c.hidden or DEFAULT_HIDDEN[c.dataset],
                "num_train": c.num_train or "", "samples": int(last.get("samples") or 0)}
         for col in columns:
-            value = last.get(col)
-            row[col] = "" if value is None else round(value, 2)
+            row[col] = rounded(last.get(col))
         row["train_seconds"] = round(last.get("seconds") or 0.0, 1)
         rows.append(row)
     return write_table(rows, path)
