@@ -44,8 +44,8 @@ def write_temporary(path, data, durable=True, mode=0o666, point=None):
 
     :param bool durable: flush the file to the disk (``fsync``) before returning.
     :param int mode: its permissions, less the umask (``0o600``: for its owner only).
-    :param str point: a fault point (:mod:`~pyro_aevb.experiment._faultpoints`) reached when half of
-        ``data`` is written and flushed.
+    :param str point: a fault point (``PYRO_AEVB_FAULT_KILL_AT``, for the tests that kill a run
+        mid-write) reached when half of ``data`` is written and flushed.
     :returns: the temporary file's path; on an error, it is removed and the error raised.
     """
     path = Path(path)
