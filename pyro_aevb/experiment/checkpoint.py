@@ -78,7 +78,7 @@ def atomic_save(obj, path, digest=False):
 
 def save_checkpoint(state, path):
     """
-    Write ``state`` (checked by :func:`check_data_only`) to ``path`` atomically, keeping the checkpoint
+    Write ``state`` (checked by :func:`~pyro_aevb.experiment.state.check_data_only`) to ``path`` atomically, keeping the checkpoint
     it replaces as :func:`previous_path`, and record the sha256 of both
     (:mod:`~pyro_aevb.experiment.checksums`). Raises :class:`OSError` when the disk is full or the
     folder cannot be written; ``path`` and its previous generation are then as they were.

@@ -72,7 +72,7 @@ def _interrupt(signum, frame):
 
 def run_all(configs, out, jobs=1, log=print, failures=None):
     """
-    Train every config in ``configs`` (a list of :class:`TrainConfig`) into ``out/runs/<name>``,
+    Train every config in ``configs`` (a list of :class:`~pyro_aevb.experiment.train.TrainConfig`) into ``out/runs/<name>``,
     ``jobs`` at a time, resuming unfinished runs and skipping finished ones.
 
     Interrupted (Ctrl-C, or SIGTERM to this process), it has every worker checkpoint its run at the end
