@@ -21,8 +21,8 @@ from pathlib import Path
 
 from pyro_aevb.experiment import _faultpoints as faultpoints
 
-__all__ = ["TEMPORARY_PATTERNS", "move_into_place", "remove_quietly", "remove_temporary", "replacing", "sync_folder", "write_atomic",
-           "write_temporary"]
+__all__ = ["TEMPORARY_PATTERNS", "move_into_place", "remove_quietly", "remove_temporary", "replacing", "sync_folder",
+           "write_atomic", "write_temporary"]
 
 #: Patterns of the temporary files a killed writer may leave; the last two are those of earlier versions.
 TEMPORARY_PATTERNS = (".*.tmp", ".*.tmp.*", "*.json.tmp", "*.csv.tmp")

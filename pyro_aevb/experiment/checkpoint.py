@@ -78,9 +78,9 @@ def atomic_save(obj, path, digest=False):
 
 def save_checkpoint(state, path):
     """
-    Write ``state`` (checked by :func:`~pyro_aevb.experiment.state.check_data_only`) to ``path`` atomically, keeping the checkpoint
-    it replaces as :func:`previous_path`, and record the sha256 of both
-    (:mod:`~pyro_aevb.experiment.checksums`). Raises :class:`OSError` when the disk is full or the
+    Write ``state`` (checked by :func:`~pyro_aevb.experiment.state.check_data_only`) to ``path``
+    atomically, keeping the checkpoint it replaces as :func:`previous_path`, and record the sha256 of
+    both (:mod:`~pyro_aevb.experiment.checksums`). Raises :class:`OSError` when the disk is full or the
     folder cannot be written; ``path`` and its previous generation are then as they were.
     """
     path = Path(path)
@@ -166,7 +166,7 @@ _CONSTRAINT_MODULES = ("torch.distributions.constraints.", "pyro.distributions.c
 
 
 def is_format1_global(name):
-    """Whether ``name``, an object a checkpoint's pickle names, is one that format 1 stored (a constraint class, NumPy's)."""
+    """Whether ``name``, an object that a checkpoint's pickle names, is one that format 1 stored (constraints, NumPy's)."""
     if name in _LEGACY_NUMPY or name.startswith("numpy.dtypes."):
         return True
     if name.startswith(_CONSTRAINT_MODULES):

@@ -40,7 +40,7 @@ def _y_from(configs):
 
 
 def draw_figure2(configs, folders, dest, dataset):
-    """Figure 2: one panel per latent size, AEVB's and wake-sleep's bounds against training samples, as ``dest/figure2-<dataset>``."""
+    """Figure 2, as ``dest/figure2-<dataset>``: per latent size, AEVB's and wake-sleep's bounds by training samples."""
     latents = sorted({c.latent_dim for c in configs})
     fig, axes = _panels(len(latents))
     label = {"aevb": "AEVB", "wake-sleep": "Wake-Sleep"}
@@ -54,7 +54,7 @@ def draw_figure2(configs, folders, dest, dataset):
 
 
 def draw_figure3(configs, folders, dest):
-    """Figure 3: one panel per training-set size, the methods' marginal likelihoods against training samples, as ``dest/figure3``."""
+    """Figure 3, as ``dest/figure3``: per training-set size, the methods' marginal likelihoods by training samples."""
     sizes = sorted({c.num_train for c in configs})
     fig, axes = _panels(len(sizes), width=4.5, height=3.6)
     label = {"aevb": "AEVB", "wake-sleep": "Wake-Sleep", "mcem": "MCEM"}
@@ -68,7 +68,7 @@ def draw_figure3(configs, folders, dest):
 
 
 def draw_manifold(configs, folders, dest):
-    """Figure 4 (the learned 2-D manifolds) and Figure 5 (samples for each latent size), as ``dest/figure4`` and ``dest/figure5``."""
+    """Figure 4 (the learned 2-D manifolds) as ``dest/figure4``, Figure 5 (samples per latent size) as ``dest/figure5``."""
     two_d = [c for c in configs if c.latent_dim == 2]
     fig, axes = _panels(len(two_d), width=5, height=5)
     for ax, c in zip(axes, two_d):

@@ -50,7 +50,7 @@ class EstimatorSettings:
     seed: int = 0
 
     def ais_job(self, num_points):
-        """``("ais", evaluate_run keyword arguments)``: AIS, with the BDMC gap, on the first ``num_points`` test points."""
+        """``("ais", evaluate_run keyword arguments)``: AIS with the BDMC gap, on the first ``num_points`` test points."""
         return ("ais", {"estimator": "ais", "split": "test", "num_points": num_points, "seed": self.seed,
                         "bdmc": self.bdmc, "num_chains": self.num_chains, "num_temps": self.num_temps,
                         "num_steps": self.num_steps})

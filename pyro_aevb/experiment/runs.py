@@ -43,7 +43,7 @@ def run_name(config):
 
 
 def is_finished(run_dir, config):
-    """Whether the run in ``run_dir`` has trained to ``config``'s budget, with its metrics and figures written."""
+    """Whether the run in ``run_dir`` has trained to ``config``'s budget, its metrics and figures written."""
     run = RunDir(run_dir)
     if not (run.checkpoint_path.exists() and run.metrics_path.exists() and (run.path / "reconstructions.png").exists()):
         return False
@@ -72,8 +72,8 @@ def _interrupt(signum, frame):
 
 def run_all(configs, out, jobs=1, log=print, failures=None):
     """
-    Train every config in ``configs`` (a list of :class:`~pyro_aevb.experiment.train.TrainConfig`) into ``out/runs/<name>``,
-    ``jobs`` at a time, resuming unfinished runs and skipping finished ones.
+    Train every config in ``configs`` (a list of :class:`~pyro_aevb.experiment.train.TrainConfig`)
+    into ``out/runs/<name>``, ``jobs`` at a time, resuming unfinished runs and skipping finished ones.
 
     Interrupted (Ctrl-C, or SIGTERM to this process), it has every worker checkpoint its run at the end
     of its current step and stop, then raises :class:`KeyboardInterrupt`; killed outright, its workers

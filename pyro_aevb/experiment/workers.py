@@ -61,7 +61,10 @@ def worker_pool(jobs):
 
 
 def stop_pool(pool):
-    """Cancel the pool's waiting jobs and send its workers SIGTERM (a training worker checkpoints at the end of its step and stops)."""
+    """
+    Cancel the pool's waiting jobs and send its workers SIGTERM, on which a training worker checkpoints
+    at the end of its step and stops.
+    """
     pool.shutdown(wait=False, cancel_futures=True)
     for child in _CONTEXT.active_children():
         child.terminate()
