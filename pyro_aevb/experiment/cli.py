@@ -331,7 +331,8 @@ def _add_convert(sub):
 
 
 def _convert(args):
-    from pyro_aevb.experiment.checkpoint import convert_legacy, previous_path
+    from pyro_aevb.experiment.checkpoint import previous_path
+    from pyro_aevb.experiment.convert_checkpoint import convert_legacy
 
     if not args.trust:
         raise ConfigError(

@@ -15,14 +15,16 @@ import warnings
 import torch
 
 from pyro_aevb._checks import check_choice, check_whole
-from pyro_aevb.errors import ConfigError
+from pyro_aevb.errors import ConfigError, RunWarning, UserError
+from pyro_aevb.infer.ais import bdmc, simulate
 from pyro_aevb.infer.elbo import lower_bound
 from pyro_aevb.infer.marginal import log_marginal_likelihood
-from pyro_aevb.experiment.rundir import RunDir
+from pyro_aevb.experiment.atomic import write_atomic
+from pyro_aevb.experiment.rundir import RunDir, describe_os_error
 from pyro_aevb.experiment.sharded import CHUNK_POINTS, evaluation_world, map_chunks
 from pyro_aevb.experiment.train import load_data, load_run, read_data_record
 
-__all__ = ["evaluate_run"]
+__all__ = ["evaluate_run", "has_encoder"]
 
 
 def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_dir=None, device="cpu",
@@ -93,7 +95,7 @@ def _evaluate(world, run_dir, estimator, split, num_points, data_dir, device, se
         device = f"cuda:{world.local_rank}"
     vae = load_run(run_dir, device=device, model=model, guide=guide)
     config = vae.config
-    guide = vae.guide if _has_encoder(config) else None
+    guide = vae.guide if has_encoder(config) else None
     p0 = guide if ais_start == "guide" else None  # where AIS and BDMC start
     if estimator == "is" and guide is None:
         raise ConfigError(
@@ -137,7 +139,7 @@ def _evaluate(world, run_dir, estimator, split, num_points, data_dir, device, se
         "diagnostics": diagnostics,
         "per_datapoint": [round(float(v), 4) for v in log_px],
     }
-    if _has_encoder(config):
+    if has_encoder(config):
         sums = map_chunks(world, n, chunk_points, seed,
                           lambda rows, s: lower_bound(vae.model, vae.guide, x[rows], seed=s) * (rows.stop - rows.start))
         result["lower_bound"] = sum(sums) / n
@@ -156,7 +158,7 @@ def _progress_bar(enabled, total, what):
     if not enabled:
         yield None
         return
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # deferred: tqdm.auto looks for a notebook front end, only needed for a bar
 
     bar = tqdm(total=total, desc=what, unit="points", dynamic_ncols=True, file=sys.stderr,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} points [{elapsed}<{remaining}]")
@@ -179,24 +181,9 @@ def _warnings_on(world):
 
 def _write_result(result, out):
     """Write ``result`` as JSON to ``out`` atomically; a failed write says so and leaves no torn file."""
-    import os
-    from pathlib import Path
-
-    from pyro_aevb.errors import UserError
-    from pyro_aevb.experiment.rundir import describe_os_error
-
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, out)
+        write_atomic(out, json.dumps(result, indent=2) + "\n", durable=False, sync=False)
     except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
         reason, action = describe_os_error(e)
         raise UserError(
             f"could not write the result to {out}: {reason}. The estimate, log p(x) = "
@@ -207,8 +194,6 @@ def _write_result(result, out):
 
 def _bdmc(world, vae, guide, like_x, num_points, seed, chunk_points, options, progress):
     """BDMC on ``num_points`` datapoints simulated from the run's model: means per datapoint, and a warning for a wide gap."""
-    from pyro_aevb.infer.ais import bdmc, simulate
-
     check_whole("bdmc", num_points, 1)
 
     def bracket(rows, _):
@@ -239,16 +224,13 @@ def _bdmc(world, vae, guide, like_x, num_points, seed, chunk_points, options, pr
     return summary
 
 
-def _has_encoder(config):
+def has_encoder(config):
+    """Whether a run of ``config`` trains an encoder (a guide): every method but MCEM's."""
     return not config.method.startswith("mcem")
 
 
 def _warn_non_finite_estimates(log_px):
     """Name the datapoints whose estimate of log p(x) is not finite (the mean over all of them is then not)."""
-    import warnings
-
-    from pyro_aevb.errors import RunWarning
-
     bad = (~torch.isfinite(log_px.detach().cpu())).nonzero().reshape(-1).tolist()
     if bad:
         shown = ", ".join(map(str, bad[:20])) + (", ..." if len(bad) > 20 else "")
@@ -265,10 +247,6 @@ def _summarise(info):
     and max are over the finite values; ``num_non_finite`` counts the others, and a warning names
     their datapoints (the last dimension of a diagnostic is the datapoint's).
     """
-    import warnings
-
-    from pyro_aevb.errors import RunWarning
-
     summary = {}
     for key, value in info.items():
         value = value.detach().cpu()

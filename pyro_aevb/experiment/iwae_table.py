@@ -24,7 +24,14 @@ import dataclasses
 import json
 from pathlib import Path
 
+from pyro_aevb.data import load_dataset
 from pyro_aevb.errors import UserError
+from pyro_aevb.experiment.loglik import EstimatorSettings
+from pyro_aevb.experiment.rundir import RunDir, read_metrics
+from pyro_aevb.experiment.runs import run_name
+from pyro_aevb.experiment.tables import rounded, write_table
+from pyro_aevb.experiment.train import load_data, load_run, read_data_record
+from pyro_aevb.infer.active_units import ACTIVITY_THRESHOLD, unit_activity
 
 __all__ = ["BURDA_TABLE1", "IwaeSettings", "burda_schedule", "count_active_units", "iwae_configs", "iwae_table"]
 
@@ -49,50 +56,32 @@ def burda_schedule(stages):
 
 
 @dataclasses.dataclass
-class IwaeSettings:
+class IwaeSettings(EstimatorSettings):
     """
-    What ``reproduce iwae`` trains and how it evaluates.
+    What ``reproduce iwae`` trains and how it evaluates: the estimators' settings of
+    :class:`~pyro_aevb.experiment.loglik.EstimatorSettings` (``is_samples`` is the :math:`K` of the
+    :math:`K = 5000` bound), and
 
     :param num_particles: the :math:`K` of each model (1: the VAE).
     :param int stages: the schedule's stages (6: 364 epochs, the default; 8: the full 3,280).
     :param int num_train: train on the first this-many training digits (``None``: all 60,000).
     :param int is_points: first test digits of the :math:`K = 5000` bound (Burda et al.: all 10,000).
-    :param int is_samples: its :math:`K`.
     :param int ais_points: first test digits of AIS.
-    :param int num_chains: AIS chains per digit (forward and reverse alike).
-    :param int num_temps: AIS temperatures.
-    :param int num_steps: leapfrog steps per AIS transition.
-    :param int bdmc: points simulated from each model for the BDMC gap.
-    :param int seed: seeds every estimate.
     """
 
     num_particles: tuple = (1, 5)
     stages: int = 6
     num_train: int = None
     is_points: int = 10_000
-    is_samples: int = 5000
     ais_points: int = 1000
-    num_chains: int = 16
-    num_temps: int = 1000
-    num_steps: int = 10
-    bdmc: int = 100
-    seed: int = 0
 
     def jobs(self, has_encoder):
         """``(name, evaluate_run keyword arguments)`` of each estimate, AIS first (the dearest)."""
-        return [
-            ("ais", {"estimator": "ais", "split": "test", "num_points": self.ais_points, "seed": self.seed,
-                     "bdmc": self.bdmc, "num_chains": self.num_chains, "num_temps": self.num_temps,
-                     "num_steps": self.num_steps}),
-            ("is", {"estimator": "is", "split": "test", "num_points": self.is_points, "seed": self.seed,
-                    "num_samples": self.is_samples}),
-        ]
+        return [self.ais_job(self.ais_points), self.is_job(self.is_points)]
 
 
 def iwae_configs(base, settings):
     """The runs of the table: one :class:`~pyro_aevb.experiment.train.TrainConfig` per :math:`K`, from ``base``."""
-    from pyro_aevb.data import load_dataset
-
     epochs, schedule = burda_schedule(settings.stages)
     num_data = settings.num_train
     if num_data is None:
@@ -117,11 +106,6 @@ def count_active_units(configs, folders, dest, settings, log=print):
 
     :returns: dict mapping each run name to ``{"active_units", "num_points", "activity"}``.
     """
-    from pyro_aevb.experiment.reproduce import run_name
-    from pyro_aevb.experiment.rundir import RunDir
-    from pyro_aevb.experiment.train import load_data, load_run, read_data_record
-    from pyro_aevb.infer.active_units import ACTIVITY_THRESHOLD, unit_activity
-
     found = {}
     for config in configs:
         name = run_name(config)
@@ -145,9 +129,6 @@ def count_active_units(configs, folders, dest, settings, log=print):
 
 def iwae_table(configs, folders, results, units, path):
     """Write the table as ``path``.csv and ``path``.md, one row per model; returns its rows."""
-    from pyro_aevb.experiment.reproduce import run_name, write_table
-    from pyro_aevb.experiment.rundir import RunDir, read_metrics
-
     rows = []
     for config in configs:
         name = run_name(config)
@@ -159,19 +140,19 @@ def iwae_table(configs, folders, results, units, path):
             "k": config.num_particles,
             "epochs": burda_epochs(config),
             "num_train": config.num_train or "all",
-            "test_log_px": _round(by_is["log_marginal_likelihood"]),
-            "test_log_px_stderr": _round(by_is["stderr"]),
+            "test_log_px": rounded(by_is["log_marginal_likelihood"]),
+            "test_log_px_stderr": rounded(by_is["stderr"]),
             "burda_et_al_full_schedule": BURDA_TABLE1.get(("vae" if config.num_particles == 1 else "iwae", config.num_particles), ""),
             "is_points": by_is["num_points"],
             "is_samples": by_is["options"]["num_samples"],
-            "ais": _round(ais["log_marginal_likelihood"]),
-            "ais_stderr": _round(ais["stderr"]),
+            "ais": rounded(ais["log_marginal_likelihood"]),
+            "ais_stderr": rounded(ais["stderr"]),
             "ais_points": ais["num_points"],
-            "bdmc_gap": _round(ais["bdmc"]["gap"], 3),
+            "bdmc_gap": rounded(ais["bdmc"]["gap"], 3),
             "active_units": units[name]["active_units"],
-            "train_seconds": _round(last.get("seconds"), 1),
-            "is_seconds": _round(by_is["seconds"], 1),
-            "ais_seconds": _round(ais["seconds"] + ais["bdmc"]["seconds"], 1),
+            "train_seconds": rounded(last.get("seconds"), 1),
+            "is_seconds": rounded(by_is["seconds"], 1),
+            "ais_seconds": rounded(ais["seconds"] + ais["bdmc"]["seconds"], 1),
         })
     return write_table(rows, path)
 
@@ -180,7 +161,3 @@ def burda_epochs(config):
     """The epochs of a run of the table, read off its schedule's milestones (the last stage is 3 times the one before)."""
     milestones = config.lr_scheduler_options["milestones"]
     return burda_schedule(len(milestones) + 1)[0]
-
-
-def _round(value, digits=2):
-    return "" if value is None else round(float(value), digits)

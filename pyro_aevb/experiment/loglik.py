@@ -14,23 +14,26 @@ resumes where it stopped.
 import concurrent.futures
 import dataclasses
 import json
-import multiprocessing
-import os
 from pathlib import Path
 
 from pyro_aevb.errors import UserError
+from pyro_aevb.experiment.evaluate import evaluate_run, has_encoder
+from pyro_aevb.experiment.paper_runs import figure3
+from pyro_aevb.experiment.runs import run_name
+from pyro_aevb.experiment.tables import rounded, write_table
+from pyro_aevb.experiment.workers import worker_pool
 
-__all__ = ["LoglikSettings", "loglik_configs", "evaluate_runs", "loglik_table"]
+__all__ = ["EstimatorSettings", "LoglikSettings", "loglik_configs", "evaluate_runs", "loglik_table"]
 
 MIXTURE_PRIOR = "pyro_aevb.models.variants:MixturePriorVAE"
 
 
-@dataclasses.dataclass
-class LoglikSettings:
+@dataclasses.dataclass(kw_only=True)
+class EstimatorSettings:
     """
-    The estimators' settings of the table.
+    The settings of the estimates on the test points that the tables of ``reproduce loglik`` and
+    ``reproduce iwae`` share (keyword arguments).
 
-    :param int num_points: the first test points of each data set, the same for every estimator.
     :param int is_samples: importance samples :math:`K` per point of ``is``.
     :param int num_chains: AIS chains :math:`K` per point (forward and reverse alike).
     :param int num_temps: AIS temperatures :math:`T`.
@@ -39,7 +42,6 @@ class LoglikSettings:
     :param int seed: seeds every estimate.
     """
 
-    num_points: int = 100
     is_samples: int = 5000
     num_chains: int = 16
     num_temps: int = 1000
@@ -47,16 +49,34 @@ class LoglikSettings:
     bdmc: int = 100
     seed: int = 0
 
+    def ais_job(self, num_points):
+        """``("ais", evaluate_run keyword arguments)``: AIS with the BDMC gap, on the first ``num_points`` test points."""
+        return ("ais", {"estimator": "ais", "split": "test", "num_points": num_points, "seed": self.seed,
+                        "bdmc": self.bdmc, "num_chains": self.num_chains, "num_temps": self.num_temps,
+                        "num_steps": self.num_steps})
+
+    def is_job(self, num_points):
+        """``("is", evaluate_run keyword arguments)``: importance sampling on the first ``num_points`` test points."""
+        return ("is", {"estimator": "is", "split": "test", "num_points": num_points, "seed": self.seed,
+                       "num_samples": self.is_samples})
+
+
+@dataclasses.dataclass
+class LoglikSettings(EstimatorSettings):
+    """
+    The estimators' settings of the table: those of :class:`EstimatorSettings`, and
+
+    :param int num_points: the first test points of each data set, the same for every estimator.
+    """
+
+    num_points: int = 100
+
     def jobs(self, has_encoder):
         """``(name, evaluate_run keyword arguments)`` of each estimate; ``is`` only for a run with an encoder."""
-        common = {"split": "test", "num_points": self.num_points, "seed": self.seed}
-        ais = {"num_chains": self.num_chains, "num_temps": self.num_temps, "num_steps": self.num_steps}
-        jobs = [
-            ("ais", {**common, "estimator": "ais", "bdmc": self.bdmc, **ais}),
-            ("hmc", {**common, "estimator": "hmc"}),
-        ]
+        jobs = [self.ais_job(self.num_points),
+                ("hmc", {"estimator": "hmc", "split": "test", "num_points": self.num_points, "seed": self.seed})]
         if has_encoder:
-            jobs.append(("is", {**common, "estimator": "is", "num_samples": self.is_samples}))
+            jobs.append(self.is_job(self.num_points))
         return jobs
 
 
@@ -67,8 +87,6 @@ def loglik_configs(base, num_train=(1000, 50000), mcem_samples=None):
     and on MNIST with :math:`N_z = 20` under a learnt mixture-of-Gaussians prior
     (:class:`~pyro_aevb.models.variants.MixturePriorVAE`, 10 components).
     """
-    from pyro_aevb.experiment.reproduce import figure3
-
     aevb = dataclasses.replace(base, method="aevb")
     return figure3(base, num_train, mcem_samples) + [
         dataclasses.replace(aevb, dataset="mnist", latent_dim=20),
@@ -79,8 +97,7 @@ def loglik_configs(base, num_train=(1000, 50000), mcem_samples=None):
 
 
 def _evaluate_one(run_dir, dest, options):
-    from pyro_aevb.experiment.evaluate import evaluate_run
-
+    """In a worker: one estimate, written to ``dest``."""
     evaluate_run(run_dir, out=dest, **options)
     return dest
 
@@ -93,19 +110,14 @@ def evaluate_runs(configs, folders, dest, settings, jobs=1, log=print):
 
     :returns: dict mapping each run name to ``{estimator: result}``.
     """
-    from pyro_aevb.experiment.evaluate import _has_encoder
-    from pyro_aevb.experiment.reproduce import _worker_init, run_name, worker_threads
-
     planned = [(run_name(config), estimator, options) for config in configs
-               for estimator, options in settings.jobs(_has_encoder(config))]
+               for estimator, options in settings.jobs(has_encoder(config))]
     path = {(name, estimator): Path(dest) / name / f"{estimator}.json" for name, estimator, _ in planned}
     todo = [job for job in planned if not path[job[:2]].exists()]
     todo.sort(key=lambda job: job[1] != "ais")
     log(f"{len(todo)} estimates to compute with {jobs} worker(s)")
     if todo:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
-                                                    initargs=(worker_threads(jobs), os.getpid())) as pool:
+        with worker_pool(jobs) as pool:
             futures = {}
             for name, estimator, options in todo:
                 path[name, estimator].parent.mkdir(parents=True, exist_ok=True)
@@ -139,8 +151,6 @@ def _label(config):
 
 def loglik_table(configs, results, path):
     """Write the table as ``path``.csv and ``path``.md; returns its rows."""
-    from pyro_aevb.experiment.reproduce import run_name, write_table
-
     rows = []
     for config in configs:
         found = results[run_name(config)]
@@ -149,22 +159,18 @@ def loglik_table(configs, results, path):
             "model": _label(config),
             "samples": config.samples,
             "test_points": ais["num_points"],
-            "lower_bound": _round(ais.get("lower_bound")),
-            "appendix_d": _round(hmc["log_marginal_likelihood"]),
-            "appendix_d_seconds": _round(hmc["seconds"], 1),
+            "lower_bound": rounded(ais.get("lower_bound")),
+            "appendix_d": rounded(hmc["log_marginal_likelihood"]),
+            "appendix_d_seconds": rounded(hmc["seconds"], 1),
             "appendix_d_not_mixed": hmc["diagnostics"].get("num_not_mixed", ""),
-            "is": _round(by_is["log_marginal_likelihood"]) if by_is else "",
-            "is_seconds": _round(by_is["seconds"], 1) if by_is else "",
-            "ais": _round(ais["log_marginal_likelihood"]),
-            "ais_stderr": _round(ais["stderr"]),
-            "ais_seconds": _round(ais["seconds"], 1),
-            "bdmc_lower": _round(ais["bdmc"]["lower"], 3),
-            "bdmc_upper": _round(ais["bdmc"]["upper"], 3),
-            "bdmc_gap": _round(ais["bdmc"]["gap"], 3),
-            "bdmc_seconds": _round(ais["bdmc"]["seconds"], 1),
+            "is": rounded(by_is["log_marginal_likelihood"]) if by_is else "",
+            "is_seconds": rounded(by_is["seconds"], 1) if by_is else "",
+            "ais": rounded(ais["log_marginal_likelihood"]),
+            "ais_stderr": rounded(ais["stderr"]),
+            "ais_seconds": rounded(ais["seconds"], 1),
+            "bdmc_lower": rounded(ais["bdmc"]["lower"], 3),
+            "bdmc_upper": rounded(ais["bdmc"]["upper"], 3),
+            "bdmc_gap": rounded(ais["bdmc"]["gap"], 3),
+            "bdmc_seconds": rounded(ais["bdmc"]["seconds"], 1),
         })
     return write_table(rows, path)
-
-
-def _round(value, digits=2):
-    return "" if value is None else round(float(value), digits)

@@ -10,14 +10,15 @@ import torch
 from pyro_aevb.infer.predictive import decode, reconstruct, sample_means
 from pyro_aevb.infer.sites import LatentSpace
 
-__all__ = ["image_grid", "latent_grid", "manifold_site", "plot_lower_bound", "plot_manifold", "plot_reconstructions"]
+__all__ = ["image_grid", "latent_grid", "manifold_site", "plot_lower_bound", "plot_manifold", "plot_reconstructions", "pyplot"]
 
 # The paper's axis labels, with the unit: Figure 2 plots the bound, Figure 3 the marginal likelihood.
 _YLABEL = {"lower_bound": r"$\mathcal{L}$ (nats per datapoint)", "log_marginal": "Marginal log-likelihood (nats per datapoint)"}
 
 
-def _pyplot():
-    import matplotlib
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (files, no window), imported on the first figure drawn."""
+    import matplotlib  # deferred: matplotlib takes a second to import, and only figures need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -36,7 +37,7 @@ def plot_lower_bound(curves, path, metric="lower_bound", title=None, ax=None, y_
     :param float y_from: fit the y-axis to the points from this many samples on (the earlier ones,
         often hundreds of nats lower, run off the bottom, as in the paper's figures); None: to all.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -84,7 +85,7 @@ def plot_reconstructions(vae, x, image_shape, path, num_samples=20, seed=0):
     Three panels: test images, their reconstructions :math:`E[x|z=\\mu_\\phi(x)]`, and the means of
     :math:`p_\\theta(x|z)` for ``num_samples`` draws :math:`z \\sim p_\\theta(z)`.
     """
-    plt = _pyplot()
+    plt = pyplot()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         recon = reconstruct(vae.model, vae.guide, x)
@@ -123,7 +124,7 @@ def plot_manifold(vae, image_shape, path, num=20, ax=None, title=None, data_shap
     (Figure 4 of [1]). ``vae`` is any object with a Pyro ``.model`` (its parameters on the device);
     ``data_shape`` is the shape of a datapoint as the model takes it (default: flat).
     """
-    plt = _pyplot()
+    plt = pyplot()
     device = next(iter(vae.parameters())).device if hasattr(vae, "parameters") else "cpu"
     x_like = torch.zeros(num * num, *(data_shape or (math.prod(image_shape),)), device=device)
     site = manifold_site(vae.model, x_like)

@@ -17,8 +17,12 @@ import os
 import shutil
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from pyro_aevb.errors import RunDirError
 from pyro_aevb.experiment import _faultpoints as faultpoints
+from pyro_aevb.experiment import plots
+from pyro_aevb.experiment.atomic import replacing, write_atomic
 
 __all__ = ["RunDir", "metrics_as_floats", "read_metrics"]
 
@@ -116,8 +120,6 @@ class RunDir:
     @contextlib.contextmanager
     def lock(self):
         """Create the folder, check it is writable, and hold its lock (fails at once if another run holds it)."""
-        from filelock import FileLock, Timeout
-
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
@@ -182,12 +184,7 @@ class RunDir:
         return f"could not write {what} ({path}): {reason}. {safe} {todo}"
 
     def write_config(self, config):
-        tmp = self.config_path.with_suffix(".json.tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.config_path)
+        write_atomic(self.config_path, json.dumps(config, indent=2, sort_keys=True) + "\n", sync=False)
 
     def start_metrics(self, columns):
         self._columns = list(columns)
@@ -206,14 +203,11 @@ class RunDir:
             os.fsync(f.fileno())
 
     def _write_metrics(self, rows):
-        tmp = self.metrics_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self._columns)
-            writer.writeheader()
-            writer.writerows({k: _fmt(row[k]) for k in self._columns} for row in rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.metrics_path)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self._columns)
+        writer.writeheader()
+        writer.writerows({k: _fmt(row[k]) for k in self._columns} for row in rows)
+        write_atomic(self.metrics_path, text.getvalue(), sync=False)
 
     def resume_metrics(self, samples, saved_rows, columns, log):
         """
@@ -244,33 +238,20 @@ class RunDir:
 
     def plot(self, vae, dataset, rows=None):
         """Draw the run's figures, each written to a temporary file and renamed into place."""
-        from pyro_aevb.experiment.plots import manifold_site, plot_lower_bound, plot_manifold, plot_reconstructions
-
         if rows is None:
             rows = read_metrics(self.metrics_path, strict=False)
         for metric in ("lower_bound", "log_marginal"):
             if any(row[f"train_{metric}"] is not None for row in rows):
-                with self._atomic(f"{metric}.png") as tmp:
-                    plot_lower_bound({"": rows}, tmp, metric=metric)
+                with replacing(self.path / f"{metric}.png") as tmp:
+                    plots.plot_lower_bound({"": rows}, tmp, metric=metric)
         if dataset.image_shape is None:  # data that are not images: no figures of them
             return
-        with self._atomic("reconstructions.png") as tmp:
-            plot_reconstructions(vae, dataset.eval_split("test", 10), dataset.image_shape, tmp)
+        with replacing(self.path / "reconstructions.png") as tmp:
+            plots.plot_reconstructions(vae, dataset.eval_split("test", 10), dataset.image_shape, tmp)
         x_test = dataset.eval_split("test", 1)
-        if manifold_site(vae.model, x_test) is not None:
-            with self._atomic("manifold.png") as tmp:
-                plot_manifold(vae, dataset.image_shape, tmp, data_shape=dataset.data_shape)
-
-    @contextlib.contextmanager
-    def _atomic(self, name):
-        target = self.path / name
-        tmp = self.path / f".{target.stem}.tmp{target.suffix}"
-        try:
-            yield tmp
-            os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        if plots.manifold_site(vae.model, x_test) is not None:
+            with replacing(self.path / "manifold.png") as tmp:
+                plots.plot_manifold(vae, dataset.image_shape, tmp, data_shape=dataset.data_shape)
 
 
 def _fmt(value):

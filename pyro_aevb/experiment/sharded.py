@@ -15,8 +15,10 @@ import hashlib
 import os
 
 import torch
+import torch.distributed as dist
 
 from pyro_aevb._checks import check_whole
+from pyro_aevb.experiment.distributed import World, init_world
 from pyro_aevb.infer import progress
 
 __all__ = ["CHUNK_POINTS", "chunk_seed", "evaluation_world", "map_chunks"]
@@ -43,10 +45,6 @@ def evaluation_world():
     caller keeps it), else the job of ``torchrun``'s environment
     (:func:`~pyro_aevb.experiment.distributed.init_world`), else this process alone.
     """
-    import torch.distributed as dist
-
-    from pyro_aevb.experiment.distributed import World, init_world
-
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     return init_world()
@@ -86,8 +84,6 @@ def map_chunks(world, num_points, chunk_points, seed, fn, on_progress=None):
             on_progress(done)
     if world.size == 1:
         return [mine[i] for i in range(len(bounds))]
-    import torch.distributed as dist
-
     gathered = [None] * world.size
     dist.all_gather_object(gathered, mine)
     merged = {i: result for part in gathered for i, result in part.items()}

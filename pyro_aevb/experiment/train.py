@@ -27,10 +27,9 @@ import torch
 from pyro_aevb import __version__
 from pyro_aevb.experiment import distributed
 from pyro_aevb.experiment import _faultpoints as faultpoints
-from pyro_aevb.experiment.checkpoint import (
-    FORMAT, get_param_store_state, get_rng_state, load_latest, previous_path, remove_temporary, restore_param_store,
-    save_checkpoint, set_rng_state,
-)
+from pyro_aevb.experiment.atomic import remove_temporary
+from pyro_aevb.experiment.checkpoint import FORMAT, load_latest, previous_path, save_checkpoint
+from pyro_aevb.experiment.state import get_param_store_state, get_rng_state, restore_param_store, set_rng_state
 from pyro_aevb.data import DATASETS, DataError, MinibatchSampler, check_support, load_dataset
 from pyro_aevb.errors import ConfigError, RunDirError, RunWarning, TrainingDiverged
 from pyro_aevb.infer import progress

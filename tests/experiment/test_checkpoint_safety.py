@@ -21,11 +21,12 @@ from torch.distributions import constraints
 from pyro_aevb import TrainConfig, load_run, train
 from pyro_aevb.errors import CheckpointError, UnsafeCheckpoint
 from pyro_aevb.experiment import checksums
-from pyro_aevb.experiment.checkpoint import (
-    CONSTRAINTS, _SINGLETONS, decode_constraint, encode_constraint, get_param_store_state, get_rng_state,
-    load_checkpoint, set_rng_state,
+from pyro_aevb.experiment.checkpoint import load_checkpoint
+from pyro_aevb.experiment.state import (
+    CONSTRAINTS, NAMED_CONSTRAINTS, decode_constraint, encode_constraint, get_param_store_state, get_rng_state,
+    set_rng_state,
 )
-from pyro_aevb.experiment.reproduce import run_all, run_name
+from pyro_aevb.experiment.runs import run_all, run_name
 
 TINY = dict(dataset="mnist5k", latent_dim=2, hidden=20, samples=1000, eval_points=2, eval_train_points=100,
             checkpoint_every=500)
@@ -101,9 +102,9 @@ def test_constraint_kind_round_trips(kind):
         _same(constraint, decode_constraint(_through_disk(data)))
 
 
-@pytest.mark.parametrize("name", sorted(_SINGLETONS))
+@pytest.mark.parametrize("name", sorted(NAMED_CONSTRAINTS))
 def test_named_constraint_round_trips_as_itself(name):
-    obj = _SINGLETONS[name]
+    obj = NAMED_CONSTRAINTS[name]
     assert decode_constraint(_through_disk(encode_constraint(obj, "p"))) is obj
 
 
@@ -129,7 +130,7 @@ def test_constrained_params_round_trip_through_the_param_store():
     saved = _through_disk(get_param_store_state())
     before = {n: pyro.param(n).detach().clone() for n in ("scale", "w", "probs", "chol")}
     pyro.clear_param_store()
-    from pyro_aevb.experiment.checkpoint import restore_param_store
+    from pyro_aevb.experiment.state import restore_param_store
 
     restore_param_store(saved)
     for name, value in before.items():

@@ -13,7 +13,8 @@ import pytest
 from pyro_aevb.experiment.checkpoint import load_checkpoint
 from pyro_aevb.errors import UserError
 from pyro_aevb.experiment.plots import plot_lower_bound
-from pyro_aevb.experiment.reproduce import FIGURE2_LATENTS, FIGURE5_LATENTS, worker_threads
+from pyro_aevb.experiment.paper_runs import FIGURE2_LATENTS, FIGURE5_LATENTS
+from pyro_aevb.experiment.workers import worker_threads
 from tests.helpers.common import wait_for
 
 
@@ -201,7 +202,7 @@ def test_loglik(shared_data, tmp_path):
 def test_loglik_names_a_failed_estimate_and_keeps_the_rest(tmp_path):
     """An estimate that fails (here: its run folder is gone) is named with its run; the command can be rerun."""
     from pyro_aevb.experiment.loglik import LoglikSettings, evaluate_runs
-    from pyro_aevb.experiment.reproduce import run_name
+    from pyro_aevb.experiment.runs import run_name
     from pyro_aevb.experiment.train import TrainConfig
 
     config = TrainConfig(dataset="mnist5k", latent_dim=2, hidden=20, samples=300)

@@ -17,7 +17,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_aevb.infer.aevb import AEVB
 from pyro_aevb.infer.sgvb import sgvb_loss
-from pyro_aevb.experiment.checkpoint import restore_param_store
+from pyro_aevb.experiment.state import restore_param_store
 from pyro_aevb.infer.elbo import make_elbo
 from pyro_aevb.optim import FusedAdagrad
 from pyro_aevb.models.variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
