@@ -20,7 +20,9 @@ from pyro_aevb.infer.elbo import lower_bound
 from pyro_aevb.infer.marginal import log_marginal_likelihood
 from pyro_aevb.experiment.rundir import RunDir
 from pyro_aevb.experiment.sharded import CHUNK_POINTS, evaluation_world, map_chunks
-from pyro_aevb.experiment.train import load_data, load_run, read_data_record
+from pyro_aevb.experiment.load import load_run
+from pyro_aevb.experiment.methods import METHODS
+from pyro_aevb.experiment.run_data import load_data, read_data_record
 
 __all__ = ["evaluate_run"]
 
@@ -240,7 +242,7 @@ def _bdmc(world, vae, guide, like_x, num_points, seed, chunk_points, options, pr
 
 
 def _has_encoder(config):
-    return not config.method.startswith("mcem")
+    return METHODS[config.method].has_encoder
 
 
 def _warn_non_finite_estimates(log_px):

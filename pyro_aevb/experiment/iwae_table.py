@@ -90,7 +90,7 @@ class IwaeSettings:
 
 
 def iwae_configs(base, settings):
-    """The runs of the table: one :class:`~pyro_aevb.experiment.train.TrainConfig` per :math:`K`, from ``base``."""
+    """The runs of the table: one :class:`~pyro_aevb.experiment.config.TrainConfig` per :math:`K`, from ``base``."""
     from pyro_aevb.data import load_dataset
 
     epochs, schedule = burda_schedule(settings.stages)
@@ -119,7 +119,8 @@ def count_active_units(configs, folders, dest, settings, log=print):
     """
     from pyro_aevb.experiment.reproduce import run_name
     from pyro_aevb.experiment.rundir import RunDir
-    from pyro_aevb.experiment.train import load_data, load_run, read_data_record
+    from pyro_aevb.experiment.load import load_run
+    from pyro_aevb.experiment.run_data import load_data, read_data_record
     from pyro_aevb.infer.active_units import ACTIVITY_THRESHOLD, unit_activity
 
     found = {}

@@ -27,7 +27,10 @@ from pathlib import Path
 
 from pyro_aevb.errors import UserError
 from pyro_aevb.experiment.rundir import RunDir, read_metrics
-from pyro_aevb.experiment.train import DEFAULT_HIDDEN, TrainConfig, load_run, train
+from pyro_aevb.experiment.build import DEFAULT_HIDDEN
+from pyro_aevb.experiment.config import TrainConfig
+from pyro_aevb.experiment.load import load_run
+from pyro_aevb.experiment.train import train
 
 __all__ = ["FIGURE2_LATENTS", "EXPERIMENTS", "reproduce"]
 
