@@ -1,5 +1,5 @@
 """
-The training methods by name (:data:`METHODS`), as ``--method`` and :class:`~pyro_aevb.TrainConfig`
+The training methods by name (:data:`METHODS`), as ``--method`` and :class:`~pyro_aevb.experiment.config.TrainConfig`
 name them, and the building of each from a run's settings.
 """
 
