@@ -34,7 +34,8 @@ import torch
 
 from pyro_aevb.experiment import checksums
 from pyro_aevb.experiment.checkpoint import atomic_save, load_checkpoint, previous_path, save_checkpoint
-from pyro_aevb.experiment.train import TrainConfig, train
+from pyro_aevb.experiment.config import TrainConfig
+from pyro_aevb.experiment.train import train
 
 
 def parse_args(argv=None):

@@ -41,7 +41,7 @@ from bench_train import MODELS, _default_data_dir, make_contender
 from pyro_aevb.infer.aevb import AEVB
 from pyro_aevb.data import MinibatchSampler, load_dataset
 from pyro_aevb.optim import FusedAdagrad
-from pyro_aevb.experiment.train import TrainConfig
+from pyro_aevb.experiment.config import TrainConfig
 from pyro_aevb.models.vae import VAE
 
 PARTS = ("flush", "sparse", "minibatch", "transient", "subnormals", "startup")

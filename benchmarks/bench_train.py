@@ -7,7 +7,7 @@ N/M-scaled negative bound plus the weight decay of the N(0, I/λ) prior on the p
 Adagrad at the same step size):
 
 - ``aevb`` / ``aevb-mc``: this project's methods (estimator B, Eq. (10) / estimator A, Eq. (6)),
-  built by :data:`pyro_aevb.experiment.train.METHODS` from a :class:`~pyro_aevb.experiment.train.TrainConfig` and fed by a
+  built by :data:`pyro_aevb.experiment.methods.METHODS` from a :class:`~pyro_aevb.experiment.config.TrainConfig` and fed by a
   :class:`~pyro_aevb.data.MinibatchSampler`: the code ``pyro-aevb train`` runs, without evaluation.
 - ``plain-B`` / ``plain-A``: a hand-written PyTorch loop over the same nets and sampler, the bound
   written out with tensor operations, one ``torch.optim.Adagrad(fused=True)``.
@@ -86,7 +86,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from pyro_aevb.data import MinibatchSampler, load_dataset
 from pyro_aevb import VAE, IWAE
 from pyro_aevb.infer.elbo import lower_bound
-from pyro_aevb.experiment.train import METHODS, TrainConfig, build_model
+from pyro_aevb.experiment.build import build_model
+from pyro_aevb.experiment.config import TrainConfig
+from pyro_aevb.experiment.methods import METHODS
 
 #: The paper's two models: data set and latent dimension (hidden units: the paper's, per data set).
 MODELS = {"mnist": 20, "frey": 10}

@@ -16,7 +16,10 @@ from pyro_aevb.infer.rws import RWS
 from pyro_aevb.infer.marginal import log_marginal_likelihood
 from pyro_aevb.infer.mcem import MCEM, ImportanceMCEM
 from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, init_normal_
-from pyro_aevb.experiment.train import METHODS, TrainConfig, load_run, train
+from pyro_aevb.experiment.config import TrainConfig
+from pyro_aevb.experiment.load import load_run
+from pyro_aevb.experiment.methods import METHODS
+from pyro_aevb.experiment.train import train
 from pyro_aevb.models.vae import VAE, data_plate
 from pyro_aevb.models.variants import ContinuousBernoulliVAE, LaplacePriorVAE, MixturePriorVAE, StudentTVAE
 from pyro_aevb.infer.sites import check_model

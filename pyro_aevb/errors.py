@@ -1,8 +1,10 @@
-"""Errors that a user can act on. The command line prints their message, without a traceback."""
+"""Errors and warnings that a user can act on. The command line prints their message, without a traceback."""
+
+import warnings
 
 __all__ = [
     "CheckpointError", "ConfigError", "DamagedCheckpoint", "RunDirError", "RunWarning", "TrainingDiverged",
-    "UnsafeCheckpoint", "UnsupportedModelError", "UserError",
+    "UnsafeCheckpoint", "UnsupportedModelError", "UserError", "note",
 ]
 
 
@@ -50,3 +52,8 @@ class RunWarning(UserWarning):
     damaged file recovered from the checkpoint, an older checkpoint generation used, a setting ignored.
     The command line prints it as one line.
     """
+
+
+def note(message):
+    """Tell the user something they should know about a run (a :class:`RunWarning`; the command line prints one line)."""
+    warnings.warn(message, RunWarning, stacklevel=2)

@@ -11,9 +11,23 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
-from pyro_aevb.errors import ConfigError, TrainingDiverged, UserError
+from pyro_aevb.errors import ConfigError, RunWarning, TrainingDiverged, UserError
+from pyro_aevb.experiment.build import DEFAULT_HIDDEN
+from pyro_aevb.experiment.checkpoint import previous_path
+from pyro_aevb.experiment.convert_checkpoint import convert_legacy
+from pyro_aevb.experiment.config import TrainConfig, read_config
+from pyro_aevb.experiment.evaluate import evaluate_run
+from pyro_aevb.experiment.iwae_table import IwaeSettings
+from pyro_aevb.experiment.loglik import LoglikSettings
+from pyro_aevb.experiment.methods import METHODS
+from pyro_aevb.experiment.reproduce import reproduce
+from pyro_aevb.experiment.rundir import RunDir, describe_os_error
+from pyro_aevb.experiment.sharded import CHUNK_POINTS
+from pyro_aevb.experiment.train import train
+from pyro_aevb.models.nets import ACTIVATIONS
 
 __all__ = ["build_parser", "main"]
 
@@ -59,9 +73,6 @@ def _option(text):
 
 
 def _add_train(sub):
-    from pyro_aevb.experiment.train import DEFAULT_HIDDEN, METHODS, TrainConfig
-    from pyro_aevb.models.nets import ACTIVATIONS
-
     d = TrainConfig()
     p = sub.add_parser(
         "train",
@@ -134,8 +145,6 @@ def _add_train(sub):
 
 
 def _train(args):
-    from pyro_aevb.experiment.train import TrainConfig, train
-
     given = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(TrainConfig)
@@ -145,9 +154,6 @@ def _train(args):
         if name in given:
             given[name] = dict(given[name])
     if args.resume and (args.out / "config.json").exists():
-        from pyro_aevb.experiment.rundir import RunDir
-        from pyro_aevb.experiment.train import read_config
-
         saved = read_config(RunDir(args.out))[0]["config"]
         clash = {k: (v, saved.get(k)) for k, v in given.items() if k != "samples" and not _agrees(v, saved.get(k))}
         if clash:
@@ -163,8 +169,6 @@ def _train(args):
 
 
 def _add_evaluate(sub):
-    from pyro_aevb.experiment.sharded import CHUNK_POINTS
-
     p = sub.add_parser(
         "evaluate",
         help="estimate the marginal likelihood log p(x) of a trained run",
@@ -210,8 +214,6 @@ def _add_evaluate(sub):
 
 
 def _evaluate(args):
-    from pyro_aevb.experiment.evaluate import evaluate_run
-
     names = ("num_samples", "num_chains", "warmup_steps", "num_steps", "num_temps", "precision")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     applies = {"hmc": {"num_samples", "num_chains", "warmup_steps", "num_steps"}, "is": {"num_samples"},
@@ -285,8 +287,6 @@ def _add_reproduce(sub):
 
 
 def _reproduce(args):
-    from pyro_aevb.experiment.reproduce import reproduce
-
     reproduce(args.experiment, out=args.out, dataset=args.dataset, samples=args.samples, jobs=args.jobs,
               data_dir=args.data_dir, num_train=tuple(args.num_train or (1000, 50000)),
               log_marginal_points=args.log_marginal_points, eval_points=args.eval_points, lr=args.lr,
@@ -295,8 +295,6 @@ def _reproduce(args):
 
 
 def _iwae_settings(args):
-    from pyro_aevb.experiment.iwae_table import IwaeSettings
-
     if args.experiment == "iwae" and args.num_train is not None and len(args.num_train) != 1:
         raise ConfigError(f"iwae trains on one training-set size: give --num-train one number, got {args.num_train}")
     return IwaeSettings(num_particles=tuple(args.num_particles), stages=args.stages,
@@ -306,8 +304,6 @@ def _iwae_settings(args):
 
 
 def _loglik_settings(args):
-    from pyro_aevb.experiment.loglik import LoglikSettings
-
     return LoglikSettings(num_points=args.test_points, is_samples=args.is_samples, num_chains=args.num_chains,
                           num_temps=args.num_temps, num_steps=args.num_steps, bdmc=args.bdmc)
 
@@ -331,9 +327,6 @@ def _add_convert(sub):
 
 
 def _convert(args):
-    from pyro_aevb.experiment.checkpoint import previous_path
-    from pyro_aevb.experiment.convert_checkpoint import convert_legacy
-
     if not args.trust:
         raise ConfigError(
             "convert-checkpoint rebuilds objects that an earlier pyro-aevb pickled into its checkpoints; "
@@ -369,10 +362,6 @@ def build_parser():
 
 
 def main(argv=None):
-    import warnings
-
-    from pyro_aevb.errors import RunWarning
-
     parser = build_parser()
     args = parser.parse_args(argv)
     # A --model-class module in the working folder is found, as with `python -m pyro_aevb`; appended,
@@ -401,8 +390,6 @@ def main(argv=None):
     except BrokenPipeError:  # the output piped into a command that stopped reading (head, say)
         return 1
     except OSError as e:  # a file the command reads or writes outside a run folder's own handling
-        from pyro_aevb.experiment.rundir import describe_os_error
-
         reason, action = describe_os_error(e)
         where = f" ({e.filename})" if e.filename else ""
         print(f"pyro-aevb: error: {reason}{where}; {action} and run the command again", file=sys.stderr)

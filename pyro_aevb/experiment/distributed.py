@@ -35,8 +35,12 @@ import weakref
 
 import pyro
 import torch
+import torch.distributed as dist
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.overrides import TorchFunctionMode
+
+from pyro_aevb.infer.elbo import _cuda_devices, lower_bound as _lower_bound
+from pyro_aevb.infer.marginal import _IS_CHUNK_ROWS, log_marginal_likelihood
 
 __all__ = ["GlobalDraws", "World", "init_world"]
 
@@ -80,16 +84,12 @@ class World:
 
     def broadcast(self, obj):
         """``obj`` of rank 0, on every rank (pickled)."""
-        import torch.distributed as dist
-
         box = [obj]
         dist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
         return box[0]
 
     def sum(self, values):
         """The sums over the ranks of a list of floats (one all-reduce, in float64)."""
-        import torch.distributed as dist
-
         total = torch.tensor(values, dtype=torch.float64)
         dist.all_reduce(total)
         return total.tolist()
@@ -118,8 +118,6 @@ class World:
 
     def close(self):
         if self._owns_group:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 dist.destroy_process_group()
 
@@ -137,8 +135,6 @@ class _GradientAverager:
         self._done = {}  # name -> (weak reference to the reduced gradient, its version after reduction)
 
     def __call__(self, optimizer, args, kwargs):
-        import torch.distributed as dist
-
         pending = []
         for name, param in sorted(pyro.get_param_store().named_parameters()):
             grad = param.grad
@@ -176,15 +172,14 @@ def init_world():
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World()
-    import torch.distributed as dist
-
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     owns_group = not dist.is_initialized()
     if owns_group:
         # torch.optim's first step imports torch._dynamo; imported after the process group exists, it
         # keeps the group alive past destroy_process_group, and gloo's worker threads then release
         # their last tensors during interpreter shutdown, which aborts the process now and then
-        # ("terminate called without an active exception"). Imported first, it holds nothing.
+        # ("terminate called without an active exception"). Imported first, it holds nothing. Imported
+        # here, not at the top: it is slow to import, and only a job of several processes needs it.
         import torch._dynamo  # noqa: F401
 
         if torch.cuda.is_available():
@@ -307,8 +302,6 @@ def lower_bound(world, model, guide, x, seed):
     :func:`pyro_aevb.infer.elbo.lower_bound` of ``x`` with a seed, computed by all the ranks together:
     each evaluates its share of every chunk with the global draws, and the sums are all-reduced.
     """
-    from pyro_aevb.infer.elbo import _cuda_devices, lower_bound as _lower_bound
-
     chunk_size = inspect.signature(_lower_bound).parameters["chunk_size"].default
     total = 0.0
     with torch.random.fork_rng(devices=_cuda_devices(x)), torch.no_grad():
@@ -326,9 +319,6 @@ def log_marginal(world, model, x, seed, estimator, guide=None, **options):
     The mean of :func:`pyro_aevb.infer.marginal.log_marginal_likelihood` over ``x`` (seeded with ``seed``),
     computed by all the ranks together: each estimates its share of the rows, with the global draws.
     """
-    from pyro_aevb.infer.elbo import _cuda_devices
-    from pyro_aevb.infer.marginal import _IS_CHUNK_ROWS, log_marginal_likelihood
-
     if estimator == "is" and "chunk_size" not in options:
         options["chunk_size"] = max(1, _IS_CHUNK_ROWS // x.shape[0])  # the chunks of one process
     start, stop = world.rows(x.shape[0])

@@ -22,7 +22,9 @@ from pyro_aevb.infer.marginal import log_marginal_likelihood
 from pyro_aevb.experiment.atomic import write_atomic
 from pyro_aevb.experiment.rundir import RunDir, describe_os_error
 from pyro_aevb.experiment.sharded import CHUNK_POINTS, evaluation_world, map_chunks
-from pyro_aevb.experiment.train import load_data, load_run, read_data_record
+from pyro_aevb.experiment.load import load_run
+from pyro_aevb.experiment.methods import METHODS
+from pyro_aevb.experiment.run_data import load_data, read_data_record
 
 __all__ = ["evaluate_run", "has_encoder"]
 
@@ -226,7 +228,7 @@ def _bdmc(world, vae, guide, like_x, num_points, seed, chunk_points, options, pr
 
 def has_encoder(config):
     """Whether a run of ``config`` trains an encoder (a guide): every method but MCEM's."""
-    return not config.method.startswith("mcem")
+    return METHODS[config.method].has_encoder
 
 
 def _warn_non_finite_estimates(log_px):

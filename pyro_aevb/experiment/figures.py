@@ -9,7 +9,7 @@ import torch
 from pyro_aevb.experiment.plots import image_grid, plot_lower_bound, plot_manifold, pyplot
 from pyro_aevb.experiment.rundir import RunDir, read_metrics
 from pyro_aevb.experiment.runs import run_name
-from pyro_aevb.experiment.train import load_run
+from pyro_aevb.experiment.load import load_run
 
 __all__ = ["draw_figure2", "draw_figure3", "draw_manifold"]
 

@@ -30,7 +30,8 @@ from pyro_aevb.experiment.loglik import EstimatorSettings
 from pyro_aevb.experiment.rundir import RunDir, read_metrics
 from pyro_aevb.experiment.runs import run_name
 from pyro_aevb.experiment.tables import rounded, write_table
-from pyro_aevb.experiment.train import load_data, load_run, read_data_record
+from pyro_aevb.experiment.load import load_run
+from pyro_aevb.experiment.run_data import load_data, read_data_record
 from pyro_aevb.infer.active_units import ACTIVITY_THRESHOLD, unit_activity
 
 __all__ = ["BURDA_TABLE1", "IwaeSettings", "burda_schedule", "count_active_units", "iwae_configs", "iwae_table"]
@@ -81,7 +82,7 @@ class IwaeSettings(EstimatorSettings):
 
 
 def iwae_configs(base, settings):
-    """The runs of the table: one :class:`~pyro_aevb.experiment.train.TrainConfig` per :math:`K`, from ``base``."""
+    """The runs of the table: one :class:`~pyro_aevb.experiment.config.TrainConfig` per :math:`K`, from ``base``."""
     epochs, schedule = burda_schedule(settings.stages)
     num_data = settings.num_train
     if num_data is None:

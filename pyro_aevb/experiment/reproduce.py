@@ -27,7 +27,8 @@ from pyro_aevb.experiment.paper_runs import figure2, figure3, manifold
 from pyro_aevb.experiment.rundir import RunDir, describe_os_error, read_metrics
 from pyro_aevb.experiment.runs import failure_summary, run_all, run_name
 from pyro_aevb.experiment.tables import rounded, write_table
-from pyro_aevb.experiment.train import DEFAULT_HIDDEN, TrainConfig
+from pyro_aevb.experiment.build import DEFAULT_HIDDEN
+from pyro_aevb.experiment.config import TrainConfig
 
 __all__ = ["EXPERIMENTS", "reproduce"]
 

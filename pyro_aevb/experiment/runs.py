@@ -14,7 +14,8 @@ from pathlib import Path
 
 from pyro_aevb.errors import UserError
 from pyro_aevb.experiment.rundir import RunDir, read_metrics
-from pyro_aevb.experiment.train import TrainConfig, train
+from pyro_aevb.experiment.config import TrainConfig
+from pyro_aevb.experiment.train import train
 from pyro_aevb.experiment.workers import stop_pool, worker_pool
 
 __all__ = ["failure_summary", "is_finished", "run_all", "run_name"]

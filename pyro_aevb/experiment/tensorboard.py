@@ -23,7 +23,7 @@ class TensorBoardLogger:
     """
 
     def __init__(self, path, loss_every=50):
-        try:
+        try:  # deferred: the optional tensorboard package, needed only by a run that asks for it
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ConfigError(
@@ -50,7 +50,7 @@ class TensorBoardLogger:
 
     def figure(self, tag, draw, samples):
         """The figure that ``draw(file)`` writes as a PNG, as an image."""
-        from PIL import Image
+        from PIL import Image  # deferred: slow to import, and only the TensorBoard figures need it
 
         buffer = io.BytesIO()
         draw(buffer)

@@ -14,6 +14,7 @@ from pyro_aevb.infer.iw_elbo import ImportanceWeightedELBO
 from pyro_aevb.infer.iwae import IWAE
 from pyro_aevb.infer.marginal import log_marginal_likelihood
 from pyro_aevb.infer.mcem import MCEM, ImportanceMCEM
+from pyro_aevb.infer.method import TrainingMethod
 from pyro_aevb.infer.rws import RWS, ReweightedWakeSleepLoss
 from pyro_aevb.infer.wake_sleep import WakeSleep
 
@@ -26,6 +27,7 @@ __all__ = [
     "PAPER_STEP_SIZES",
     "RWS",
     "ReweightedWakeSleepLoss",
+    "TrainingMethod",
     "WakeSleep",
     "active_units",
     "log_marginal_likelihood",

@@ -40,6 +40,7 @@ import torch
 from pyro.infer import SVI
 
 from pyro_aevb.infer.elbo import _cuda_devices, make_elbo
+from pyro_aevb.infer.method import TrainingMethod
 from pyro_aevb.optim import FusedAdagrad
 from pyro_aevb.infer.sgvb import sgvb_loss
 from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, paper_vae, per_datapoint
@@ -50,7 +51,7 @@ __all__ = ["AEVB", "PAPER_STEP_SIZES"]
 PAPER_STEP_SIZES = (0.01, 0.02, 0.1)
 
 
-class AEVB:
+class AEVB(TrainingMethod):
     r"""
     The AEVB training method: :class:`~pyro.infer.SVI` on a Pyro ``model`` and ``guide``, built as
     ``SVI(model, guide, optim, loss)`` is.

@@ -39,6 +39,7 @@ from pyro_aevb._checks import check_number, check_whole
 from pyro_aevb.infer.aevb import _check_optim
 from pyro_aevb.infer.hmc import StepSizeAdapter, hmc_step
 from pyro_aevb.infer.marginal import resampled_start
+from pyro_aevb.infer.method import TrainingMethod
 from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, repeat_rows, trace_model
 from pyro_aevb.infer.wake_sleep import ValidatedOnce, _descend
 from pyro_aevb.optim import FusedAdagrad
@@ -65,7 +66,7 @@ def complete_log_likelihood(space, x, u):
     return (log_prior + log_lik).reshape(num_particles, batch_size), trace
 
 
-class _MonteCarloEM:
+class _MonteCarloEM(TrainingMethod):
     """The M-step and the optimizer; subclasses provide :meth:`e_step`."""
 
     has_encoder = False

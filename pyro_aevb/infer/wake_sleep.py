@@ -39,6 +39,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from pyro_aevb.infer.aevb import _check_optim, _direct_params
+from pyro_aevb.infer.method import TrainingMethod
 from pyro_aevb.infer.sgvb import log_likelihood
 from pyro_aevb.models.nets import loc_and_log_var
 from pyro_aevb.models.vae import flat_rows
@@ -183,7 +184,7 @@ class ValidatedOnce:
         return pyro.validation_enabled(False)
 
 
-class WakeSleep:
+class WakeSleep(TrainingMethod):
     r"""
     The wake-sleep training method [2] as [1] ran it: on each minibatch, one Adagrad step of
     :math:`\theta` on :func:`wake_loss`, then one Adagrad step of :math:`\phi` on :func:`sleep_loss`

@@ -454,7 +454,7 @@ def test_checkpoint_without_a_digest_loads_with_one_note(partial, reference):
 
 
 def test_reproduce_goes_on_past_a_damaged_run_and_names_it(tmp_path):
-    from pyro_aevb.experiment.reproduce import run_all, run_name
+    from pyro_aevb.experiment.runs import run_all, run_name
 
     small = dict(CONFIG, samples=500, eval_points=2)
     configs = [TrainConfig(**small), TrainConfig(**{**small, "latent_dim": 3})]

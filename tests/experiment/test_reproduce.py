@@ -203,7 +203,7 @@ def test_loglik_names_a_failed_estimate_and_keeps_the_rest(tmp_path):
     """An estimate that fails (here: its run folder is gone) is named with its run; the command can be rerun."""
     from pyro_aevb.experiment.loglik import LoglikSettings, evaluate_runs
     from pyro_aevb.experiment.runs import run_name
-    from pyro_aevb.experiment.train import TrainConfig
+    from pyro_aevb.experiment.config import TrainConfig
 
     config = TrainConfig(dataset="mnist5k", latent_dim=2, hidden=20, samples=300)
     with pytest.raises(UserError, match=f"estimate of {run_name(config)} failed.*the same command computes the rest"):
@@ -258,7 +258,7 @@ def test_iwae(shared_data, tmp_path):
 
 def test_iwae_bad_settings_are_named(tmp_path):
     from pyro_aevb.experiment.iwae_table import IwaeSettings, burda_schedule, iwae_configs
-    from pyro_aevb.experiment.train import TrainConfig
+    from pyro_aevb.experiment.config import TrainConfig
 
     for stages in (0, 9, 2.0):
         with pytest.raises(ValueError, match="stages must be a whole number from 1 to 8"):

@@ -309,7 +309,7 @@ def test_a_second_sigterm_still_lets_the_checkpoint_be_written():
 
 def test_default_evaluation_schedule_is_sparse_and_the_papers_stays_available(monkeypatch):
     from pyro_aevb.experiment import reproduce
-    from pyro_aevb.experiment.train import eval_schedule
+    from pyro_aevb.experiment.schedule import eval_schedule
 
     # Default (eval_points=None): no two evaluations less than a factor 2 apart (10 with log p(x)).
     default = eval_schedule(10**6, 100)

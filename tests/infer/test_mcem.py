@@ -7,7 +7,7 @@ import torch
 from tests.helpers.linear_gaussian import LinearGaussianVAE, ppca_data, ppca_max_log_likelihood, tiny_run_metrics
 
 from pyro_aevb import VAE, TrainConfig, load_dataset, load_run, log_marginal_likelihood
-from pyro_aevb.experiment.train import METHODS
+from pyro_aevb.experiment.methods import METHODS
 from pyro_aevb.infer.hmc import hmc_step
 from pyro_aevb.infer.mcem import MCEM, ImportanceMCEM, complete_log_likelihood
 from pyro_aevb.infer.sites import LatentSpace

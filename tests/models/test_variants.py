@@ -75,7 +75,7 @@ def api_runs(tmp_path_factory):
             runs[variant] = tmp_path_factory.mktemp(variant) / "run"
             # Parsing mnist5k costs seconds; the training runs share the test's parsed copy.
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(sys.modules["pyro_aevb.experiment.train"], "load_dataset", _cached_load_dataset)
+                patch.setattr(sys.modules["pyro_aevb.experiment.run_data"], "load_dataset", _cached_load_dataset)
                 train(_config(variant, data_dir), runs[variant], progress=False)
         return runs[variant]
 
