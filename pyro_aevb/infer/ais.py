@@ -153,9 +153,9 @@ def _transition(potential, z, parts, step_size, num_steps):
     """
     One HMC transition of every row at ``potential.beta``: ``num_steps`` leapfrog steps (velocity
     Verlet, as :func:`pyro.ops.integrator.velocity_verlet`) that need only the gradient, the energy at
-    the end of the trajectory, accept or reject. The gradient at ``z`` comes from its parts, whatever
-    the temperature they were computed at. Returns the new ``z``, its parts and the acceptance
-    probabilities. A proposal whose energy is NaN is rejected.
+    the end of the trajectory, and :func:`~pyro_aevb.infer.hmc.accept_test`, which rejects a proposal
+    whose energy is NaN. The gradient at ``z`` comes from its parts, whatever the temperature they were
+    computed at. Returns the new ``z``, its parts and the acceptance probabilities.
     """
     beta = potential.beta
     energy = potential.energy(parts, beta)
@@ -168,11 +168,7 @@ def _transition(potential, z, parts, step_size, num_steps):
         z_new = z_new + step * r_new
         new_parts = potential.parts(z_new, values=i == num_steps - 1)
         r_new = r_new - half_step * potential.grad(new_parts, beta)
-    energy_new = potential.energy(new_parts, beta)
-    delta = energy_new + hmc._kinetic_energy(r_new) - energy - hmc._kinetic_energy(r)
-    delta = torch.where(torch.isnan(delta), torch.full_like(delta, math.inf), delta)
-    accept_prob = (-delta).exp().clamp(max=1.0)
-    accept = torch.rand_like(accept_prob) < accept_prob
+    accept, accept_prob = hmc.accept_test(energy, r, potential.energy(new_parts, beta), r_new)
     z = torch.where(accept[:, None], z_new, z)
     parts = tuple(torch.where(accept if old.dim() == 1 else accept[:, None], new, old) for old, new in zip(parts, new_parts))
     return z, parts, accept_prob
