@@ -49,6 +49,7 @@ from pyro_aevb.infer import hmc
 from pyro_aevb.infer.importance_weights import log_mean_exp
 from pyro_aevb.infer.progress import part, report
 from pyro_aevb.infer.sites import check_model, paper_vae, repeat_rows
+from pyro_aevb.models.distributions import HALF_LOG_2PI
 from pyro_aevb.models.vae import flat_rows
 from pyro_aevb.models.nets import loc_and_log_var
 
@@ -309,7 +310,6 @@ def _pilot(potential, z, parts, betas, steps, log_step, num_steps, target_accept
 
 # Rows (chains x datapoints) advanced together: the datapoints are taken in chunks of this many rows.
 _CHUNK_ROWS = 2**12
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _fused_bernoulli(vae):
@@ -470,21 +470,21 @@ class _ModelPath:
         if not values:
             log_p0 = None
         elif self.direct_guide is None:
-            log_p0 = -0.5 * u.square().sum(-1) - _HALF_LOG_2PI * self.dim
+            log_p0 = -0.5 * u.square().sum(-1) - HALF_LOG_2PI * self.dim
         else:
             log_p0 = self._log_guide(u)
-        log_joint = -0.5 * u.square().sum(-1) - _HALF_LOG_2PI * self.dim + log_lik if values else None
+        log_joint = -0.5 * u.square().sum(-1) - HALF_LOG_2PI * self.dim + log_lik if values else None
         return log_p0, log_joint, grad_p0, grad_lik - u
 
     def _log_guide(self, u):
         loc, log_var = self.direct_guide
-        return -0.5 * ((u - loc).square() * torch.exp(-log_var) + log_var).sum(-1) - _HALF_LOG_2PI * self.dim
+        return -0.5 * ((u - loc).square() * torch.exp(-log_var) + log_var).sum(-1) - HALF_LOG_2PI * self.dim
 
     def densities(self, u):
         """``(log_p0, log_joint)`` ``[C, B]`` at the states ``u`` ``[C, B, D]``."""
         num_chains = u.shape[0]
         if self.vae is not None:  # z = u: the prior N(0, I) and the guide's Gaussian in closed form
-            log_prior = -0.5 * u.square().sum(-1) - _HALF_LOG_2PI * self.dim
+            log_prior = -0.5 * u.square().sum(-1) - HALF_LOG_2PI * self.dim
             log_joint = log_prior + self._log_lik(u)
             if self.guide is None:
                 return log_prior, log_joint
