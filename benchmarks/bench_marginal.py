@@ -123,7 +123,7 @@ def bench_ais(args, x):
     guide = vae.guide if args.ais_start == "guide" else None
     x = x[: args.ais_data]
     chains, temps, steps = args.ais_chains, args.ais_temps, args.num_steps_ais
-    rows = chains * min(len(x), max(1, ais._CHUNK_ROWS // chains))
+    rows = chains * min(len(x), ais.default_chunk_size(chains))
     wall, cpu = median_time(
         lambda: log_marginal_likelihood(vae.model, x, "ais", guide, num_chains=chains, num_temps=temps, num_steps=steps,
                                         precision=args.ais_precision),

@@ -327,10 +327,10 @@ def log_marginal(world, model, x, seed, estimator, guide=None, **options):
     computed by all the ranks together: each estimates its share of the rows, with the global draws.
     """
     from pyro_aevb.infer.elbo import _cuda_devices
-    from pyro_aevb.infer.marginal import is_chunk_size, log_marginal_likelihood
+    from pyro_aevb.infer.marginal import default_is_chunk_size, log_marginal_likelihood
 
     if estimator == "is" and "chunk_size" not in options:
-        options["chunk_size"] = is_chunk_size(x.shape[0])  # the chunks of one process
+        options["chunk_size"] = default_is_chunk_size(x.shape[0])  # the chunks of one process
     start, stop = world.rows(x.shape[0])
     total = 0.0
     if stop > start:

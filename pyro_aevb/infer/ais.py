@@ -54,8 +54,8 @@ from pyro_aevb.models.vae import flat_rows
 from pyro_aevb.models.nets import loc_and_log_var
 
 __all__ = [
-    "AISResult", "anneal", "bf16_supported", "linear_schedule", "log_marginal", "pilot_step_sizes", "run", "schedule",
-    "sigmoid_schedule",
+    "AISResult", "anneal", "bf16_supported", "default_chunk_size", "linear_schedule", "log_marginal",
+    "pilot_step_sizes", "run", "schedule", "sigmoid_schedule",
 ]
 
 AISResult = namedtuple("AISResult", ["log_weights", "z", "accept_prob"])
@@ -508,9 +508,17 @@ _BF16_ELSEWHERE = ("precision='bf16' applies to the paper's VAE with its Bernoul
                    "or its own encoder) only; this model runs in float32")
 
 
+def default_chunk_size(num_chains):
+    """
+    The default ``chunk_size`` of :func:`anneal`: the datapoints advanced together, as many as make
+    about :math:`2^{12}` rows with ``num_chains`` chains each.
+    """
+    return max(1, _CHUNK_ROWS // num_chains)
+
+
 def _chunks(batch_size, num_chains, chunk_size):
     if chunk_size is None:
-        chunk_size = max(1, _CHUNK_ROWS // num_chains)
+        chunk_size = default_chunk_size(num_chains)
     if int(chunk_size) != chunk_size or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     return [slice(s, min(s + int(chunk_size), batch_size)) for s in range(0, batch_size, int(chunk_size))]
@@ -609,7 +617,9 @@ def anneal(model, x, guide=None, latents=None, *, num_chains=16, num_temps=1000,
     if latents is not None:
         if not isinstance(latents, dict) or set(latents) != set(space.names):
             given = sorted(latents) if isinstance(latents, dict) else type(latents).__name__
-            raise ValueError(f"latents must map each of the model's latent sites {space.names} to its values, got {given}")
+            raise ValueError(
+                f"latents must map each of the model's latent sites {space.names} to its values, got {given}"
+            )
         with torch.no_grad():
             u = space.pack(latents, x.shape[0]).to(x.dtype)
     results = []

@@ -32,7 +32,7 @@ from pyro_aevb.infer.progress import part, report
 from pyro_aevb.infer.sites import check_model, repeat_rows
 
 __all__ = [
-    "appendix_d_estimate", "hmc_log_marginal", "is_chunk_size", "is_log_marginal", "log_marginal_likelihood",
+    "appendix_d_estimate", "default_is_chunk_size", "hmc_log_marginal", "is_log_marginal", "log_marginal_likelihood",
     "resampled_start",
 ]
 
@@ -40,7 +40,7 @@ __all__ = [
 _IS_CHUNK_ROWS = 2**15
 
 
-def is_chunk_size(batch_size):
+def default_is_chunk_size(batch_size):
     """
     The default ``chunk_size`` of ``"is"`` for ``batch_size`` datapoints: the importance samples per
     datapoint in one batched pass of about :math:`2^{15}` rows.
@@ -74,7 +74,7 @@ def resampled_start(space, guide, x, num_proposals):
     :returns: ``u`` for each row of ``x`` ``[B, D]``, in the unconstrained space.
     """
     batch_size = x.shape[0]
-    chunk_size = is_chunk_size(batch_size)
+    chunk_size = default_is_chunk_size(batch_size)
     best_key = best_z = None
     for start in range(0, num_proposals, chunk_size):
         report(start / num_proposals)
@@ -235,7 +235,7 @@ def is_log_marginal(model, x, guide, *, num_samples=5000, chunk_size=None, diagn
     """
     batch_size = _check_data(x)
     num_samples = check_whole("num_samples", num_samples, 1)
-    chunk_size = is_chunk_size(batch_size) if chunk_size is None else check_whole("chunk_size", chunk_size, 1)
+    chunk_size = default_is_chunk_size(batch_size) if chunk_size is None else check_whole("chunk_size", chunk_size, 1)
     space = _latent_space(model, x, guide)
     log_sum_w = x.new_full((batch_size,), -math.inf)
     log_sum_w2 = x.new_full((batch_size,), -math.inf)
