@@ -631,10 +631,11 @@ def anneal(model, x, guide=None, latents=None, *, num_chains=16, num_temps=1000,
                 None if u is None else u[rows],
             ))
     forward, reverse, steps = zip(*results)
-    forward = AISResult(*(torch.cat(field, 1) for field in zip(*forward)))
-    if u is not None:
-        reverse = AISResult(*(torch.cat(field, 1) for field in zip(*reverse)))
-    return forward, reverse if u is not None else None, torch.cat(steps, 1)
+
+    def joined(chunks):  # the chunks' results side by side, along the datapoints
+        return AISResult(*(torch.cat(field, 1) for field in zip(*chunks)))
+
+    return joined(forward), None if u is None else joined(reverse), torch.cat(steps, 1)
 
 
 def log_marginal(model, x, guide=None, *, num_chains=16, num_temps=1000, num_steps=10, schedule="sigmoid",
