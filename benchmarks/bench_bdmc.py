@@ -21,13 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: 
 def main(args):
     from tests.helpers.linear_gaussian import linear_gaussian
 
-    from pyro_aevb import bdmc
-    from pyro_aevb.infer import ais
+    from pyro_aevb.infer.bdmc import bdmc, simulate
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     vae, marginal = linear_gaussian(2, 4, sigma=0.7)
-    x, latents = ais.simulate(vae.model, args.num_data, torch.zeros(1, 4))
+    x, latents = simulate(vae.model, args.num_data, torch.zeros(1, 4))
     exact = marginal.log_prob(x)
     n = math.sqrt(len(exact))
     print("| temperatures $T$ | lower − exact | upper − exact | gap | seconds (1 thread) |")

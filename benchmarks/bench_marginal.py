@@ -6,7 +6,7 @@ Two measurements, printed as a Markdown table of medians over ``--repeats`` runs
 
 1. The vectorised estimator (all chains of all datapoints in one batch) against the obvious
    implementation, Pyro's ``HMC`` kernel run through ``MCMC`` one chain of one datapoint at a time
-   (:func:`pyro_aevb.infer.marginal._reference_hmc_mcmc`), at equal settings (no step-size jitter, each
+   (``reference_hmc.py`` beside this script), at equal settings (no step-size jitter, each
    chain started at one draw of the prior) on the same ``--num-reference`` datapoints.
 2. The setting of Figure 3 of [1]: a decoder ``3 -> 100 (tanh) -> 784`` with Bernoulli outputs and
    random :math:`N(0, \\text{init\\_std}^2)` weights, ``--num-data`` datapoints, the estimator at the
@@ -123,7 +123,7 @@ def bench_ais(args, x):
     guide = vae.guide if args.ais_start == "guide" else None
     x = x[: args.ais_data]
     chains, temps, steps = args.ais_chains, args.ais_temps, args.num_steps_ais
-    rows = chains * min(len(x), max(1, ais._CHUNK_ROWS // chains))
+    rows = chains * min(len(x), ais.default_chunk_size(chains))
     wall, cpu = median_time(
         lambda: log_marginal_likelihood(vae.model, x, "ais", guide, num_chains=chains, num_temps=temps, num_steps=steps,
                                         precision=args.ais_precision),
@@ -143,7 +143,9 @@ def main(args):
     import pyro
     import torch
 
-    from pyro_aevb.infer.marginal import _reference_hmc_mcmc, log_marginal_likelihood
+    from reference_hmc import reference_hmc_mcmc
+
+    from pyro_aevb.infer.marginal import log_marginal_likelihood
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -161,7 +163,7 @@ def main(args):
     rows = []
     if args.num_reference > 0:
         x_ref = x[: args.num_reference]
-        ref = median_time(lambda: _reference_hmc_mcmc(model, x_ref, **options), args.repeats)
+        ref = median_time(lambda: reference_hmc_mcmc(model, x_ref, **options), args.repeats)
         # Equal settings: no step-size jitter, and each chain starts at one prior draw, as the reference's do.
         vec = median_time(
             lambda: log_marginal_likelihood(model, x_ref, step_size_jitter=0.0, init_proposals=1, **options),

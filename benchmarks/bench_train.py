@@ -89,6 +89,7 @@ from pyro_aevb.infer.elbo import lower_bound
 from pyro_aevb.experiment.build import build_model
 from pyro_aevb.experiment.config import TrainConfig
 from pyro_aevb.experiment.methods import METHODS
+from pyro_aevb.models.distributions import HALF_LOG_2PI
 
 #: The paper's two models: data set and latent dimension (hidden units: the paper's, per data set).
 MODELS = {"mnist": 20, "frey": 10}
@@ -116,7 +117,6 @@ IWAE_HIDDEN, IWAE_LATENT = (200, 200), 50
 #: Their Adam: lr (the first stage's), betas, eps.
 IWAE_ADAM = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-4}
 DEFAULT_CONTENDERS = ("aevb", "aevb-mc", "plain-B", "plain-A", "pyro-B", "pyro-A")
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _default_data_dir():
@@ -136,7 +136,7 @@ def plain_loss(vae, x, num_data, estimator):
         log_px = -F.binary_cross_entropy_with_logits(vae.decoder(z), x, reduction="none").sum(-1)
     else:
         x_loc, x_log_var = vae.decoder.loc_and_log_var(z)
-        log_px = -0.5 * (((x - x_loc) * torch.exp(-0.5 * x_log_var)).square() + x_log_var).sum(-1) - _HALF_LOG_2PI * x.shape[-1]
+        log_px = -0.5 * (((x - x_loc) * torch.exp(-0.5 * x_log_var)).square() + x_log_var).sum(-1) - HALF_LOG_2PI * x.shape[-1]
     if estimator == "B":  # -KL(q(z|x) || N(0, I)) in closed form
         neg_kl = 0.5 * (1 + z_log_var - z_loc**2 - torch.exp(z_log_var)).sum(-1)
     else:  # log p(z) - log q(z|x) at the drawn z (the constants cancel)

@@ -7,7 +7,7 @@ pyro-aevb: Auto-Encoding Variational Bayes (Kingma & Welling, 2013) as a probabi
 __version__ = "0.1.0"
 
 from pyro_aevb.infer.aevb import AEVB, PAPER_STEP_SIZES
-from pyro_aevb.infer.ais import bdmc
+from pyro_aevb.infer.bdmc import bdmc
 from pyro_aevb.data import DATASETS, Dataset, DataError, MinibatchSampler, load_dataset
 from pyro_aevb.errors import ConfigError, RunDirError, TrainingDiverged, UnsupportedModelError, UserError
 from pyro_aevb.infer.elbo import lower_bound, make_elbo

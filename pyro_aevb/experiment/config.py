@@ -177,7 +177,7 @@ class TrainConfig:
             estimator = self.log_marginal or (None if METHODS[self.method].has_encoder else "hmc")
             if estimator is None:
                 raise ConfigError("log_marginal_options are used only with log_marginal ('is', 'hmc' or 'ais') or an MCEM method")
-            fn = {"hmc": marginal._hmc_log_marginal, "is": marginal._is_log_marginal, "ais": ais.log_marginal}[estimator]
+            fn = {"hmc": marginal.hmc_log_marginal, "is": marginal.is_log_marginal, "ais": ais.log_marginal}[estimator]
             unknown = set(self.log_marginal_options) - (set(inspect.signature(fn).parameters) - {"model", "x", "guide", "diagnostics"})
             if unknown:
                 raise ConfigError(f"unknown log_marginal_options {sorted(unknown)} for the {estimator!r} estimator")

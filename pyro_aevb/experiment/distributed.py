@@ -40,7 +40,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.overrides import TorchFunctionMode
 
 from pyro_aevb.infer.elbo import _cuda_devices, lower_bound as _lower_bound
-from pyro_aevb.infer.marginal import _IS_CHUNK_ROWS, log_marginal_likelihood
+from pyro_aevb.infer.marginal import default_is_chunk_size, log_marginal_likelihood
 
 __all__ = ["GlobalDraws", "World", "init_world"]
 
@@ -320,7 +320,7 @@ def log_marginal(world, model, x, seed, estimator, guide=None, **options):
     computed by all the ranks together: each estimates its share of the rows, with the global draws.
     """
     if estimator == "is" and "chunk_size" not in options:
-        options["chunk_size"] = max(1, _IS_CHUNK_ROWS // x.shape[0])  # the chunks of one process
+        options["chunk_size"] = default_is_chunk_size(x.shape[0])  # the chunks of one process
     start, stop = world.rows(x.shape[0])
     total = 0.0
     if stop > start:

@@ -16,7 +16,7 @@ import torch
 
 from pyro_aevb._checks import check_choice, check_whole
 from pyro_aevb.errors import ConfigError, RunWarning, UserError
-from pyro_aevb.infer.ais import bdmc, simulate
+from pyro_aevb.infer.bdmc import bdmc, simulate
 from pyro_aevb.infer.elbo import lower_bound
 from pyro_aevb.infer.marginal import log_marginal_likelihood
 from pyro_aevb.experiment.atomic import write_atomic
@@ -49,7 +49,7 @@ def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_di
     :param int seed: seeds the estimator's random draws.
     :param out: if given, the result is also written there as JSON.
     :param int bdmc: also simulate this many datapoints from the run's model and bracket their
-        :math:`\\log p_\\theta(x)` by :func:`pyro_aevb.infer.ais.bdmc`, with ``options`` if ``estimator`` is ``"ais"``;
+        :math:`\\log p_\\theta(x)` by :func:`pyro_aevb.infer.bdmc.bdmc`, with ``options`` if ``estimator`` is ``"ais"``;
         the result then has a ``bdmc`` entry: ``num_points``, ``lower``, ``upper``, ``gap`` (means per
         datapoint, nats). A gap above 1 nat is warned about.
     :param str ais_start: where AIS (and BDMC) start their chains: ``"guide"`` (the run's encoder, the

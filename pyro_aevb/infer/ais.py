@@ -1,6 +1,8 @@
 r"""
-Annealed importance sampling [1] with HMC transitions, over plain functions of a flat tensor, and
-its bidirectional use (BDMC, [2]) to bracket :math:`\log p_\theta(x)` on simulated data.
+Annealed importance sampling [1] with HMC transitions, over plain functions of a flat tensor
+(:func:`pilot_step_sizes`, :func:`run`), and on the posterior of a model's latent sites
+(:func:`anneal`, :func:`log_marginal`). :mod:`pyro_aevb.infer.bdmc` runs it in both directions
+(BDMC, [2]) to bracket :math:`\log p_\theta(x)` on simulated data.
 
 The path is geometric, :math:`f_t(z) = p_0(z)^{1 - \beta_t}\, p(x, z)^{\beta_t}`, from
 :math:`\beta_0 = 0` to :math:`\beta_T = 1`; :math:`p_0` is a normalised density that can be sampled
@@ -44,14 +46,16 @@ import torch.nn.functional as F
 
 from pyro_aevb._checks import check_whole
 from pyro_aevb.infer import hmc
+from pyro_aevb.infer.importance_weights import log_mean_exp
 from pyro_aevb.infer.progress import part, report
-from pyro_aevb.infer.sites import check_model, paper_vae, repeat_rows, trace_model
+from pyro_aevb.infer.sites import check_model, paper_vae, repeat_rows
+from pyro_aevb.models.distributions import HALF_LOG_2PI
 from pyro_aevb.models.vae import flat_rows
 from pyro_aevb.models.nets import loc_and_log_var
 
 __all__ = [
-    "AISResult", "bdmc", "bf16_supported", "linear_schedule", "log_marginal", "pilot_step_sizes", "run", "schedule",
-    "sigmoid_schedule", "simulate",
+    "AISResult", "anneal", "bf16_supported", "default_chunk_size", "linear_schedule", "log_marginal",
+    "pilot_step_sizes", "run", "schedule", "sigmoid_schedule",
 ]
 
 AISResult = namedtuple("AISResult", ["log_weights", "z", "accept_prob"])
@@ -153,9 +157,9 @@ def _transition(potential, z, parts, step_size, num_steps):
     """
     One HMC transition of every row at ``potential.beta``: ``num_steps`` leapfrog steps (velocity
     Verlet, as :func:`pyro.ops.integrator.velocity_verlet`) that need only the gradient, the energy at
-    the end of the trajectory, accept or reject. The gradient at ``z`` comes from its parts, whatever
-    the temperature they were computed at. Returns the new ``z``, its parts and the acceptance
-    probabilities. A proposal whose energy is NaN is rejected.
+    the end of the trajectory, and :func:`~pyro_aevb.infer.hmc.accept_test`, which rejects a proposal
+    whose energy is NaN. The gradient at ``z`` comes from its parts, whatever the temperature they were
+    computed at. Returns the new ``z``, its parts and the acceptance probabilities.
     """
     beta = potential.beta
     energy = potential.energy(parts, beta)
@@ -168,11 +172,7 @@ def _transition(potential, z, parts, step_size, num_steps):
         z_new = z_new + step * r_new
         new_parts = potential.parts(z_new, values=i == num_steps - 1)
         r_new = r_new - half_step * potential.grad(new_parts, beta)
-    energy_new = potential.energy(new_parts, beta)
-    delta = energy_new + hmc._kinetic_energy(r_new) - energy - hmc._kinetic_energy(r)
-    delta = torch.where(torch.isnan(delta), torch.full_like(delta, math.inf), delta)
-    accept_prob = (-delta).exp().clamp(max=1.0)
-    accept = torch.rand_like(accept_prob) < accept_prob
+    accept, accept_prob = hmc.accept_test(energy, r, potential.energy(new_parts, beta), r_new)
     z = torch.where(accept[:, None], z_new, z)
     parts = tuple(torch.where(accept if old.dim() == 1 else accept[:, None], new, old) for old, new in zip(parts, new_parts))
     return z, parts, accept_prob
@@ -310,7 +310,6 @@ def _pilot(potential, z, parts, betas, steps, log_step, num_steps, target_accept
 
 # Rows (chains x datapoints) advanced together: the datapoints are taken in chunks of this many rows.
 _CHUNK_ROWS = 2**12
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _fused_bernoulli(vae):
@@ -471,21 +470,21 @@ class _ModelPath:
         if not values:
             log_p0 = None
         elif self.direct_guide is None:
-            log_p0 = -0.5 * u.square().sum(-1) - _HALF_LOG_2PI * self.dim
+            log_p0 = -0.5 * u.square().sum(-1) - HALF_LOG_2PI * self.dim
         else:
             log_p0 = self._log_guide(u)
-        log_joint = -0.5 * u.square().sum(-1) - _HALF_LOG_2PI * self.dim + log_lik if values else None
+        log_joint = -0.5 * u.square().sum(-1) - HALF_LOG_2PI * self.dim + log_lik if values else None
         return log_p0, log_joint, grad_p0, grad_lik - u
 
     def _log_guide(self, u):
         loc, log_var = self.direct_guide
-        return -0.5 * ((u - loc).square() * torch.exp(-log_var) + log_var).sum(-1) - _HALF_LOG_2PI * self.dim
+        return -0.5 * ((u - loc).square() * torch.exp(-log_var) + log_var).sum(-1) - HALF_LOG_2PI * self.dim
 
     def densities(self, u):
         """``(log_p0, log_joint)`` ``[C, B]`` at the states ``u`` ``[C, B, D]``."""
         num_chains = u.shape[0]
         if self.vae is not None:  # z = u: the prior N(0, I) and the guide's Gaussian in closed form
-            log_prior = -0.5 * u.square().sum(-1) - _HALF_LOG_2PI * self.dim
+            log_prior = -0.5 * u.square().sum(-1) - HALF_LOG_2PI * self.dim
             log_joint = log_prior + self._log_lik(u)
             if self.guide is None:
                 return log_prior, log_joint
@@ -509,9 +508,17 @@ _BF16_ELSEWHERE = ("precision='bf16' applies to the paper's VAE with its Bernoul
                    "or its own encoder) only; this model runs in float32")
 
 
+def default_chunk_size(num_chains):
+    """
+    The default ``chunk_size`` of :func:`anneal`: the datapoints advanced together, as many as make
+    about :math:`2^{12}` rows with ``num_chains`` chains each.
+    """
+    return max(1, _CHUNK_ROWS // num_chains)
+
+
 def _chunks(batch_size, num_chains, chunk_size):
     if chunk_size is None:
-        chunk_size = max(1, _CHUNK_ROWS // num_chains)
+        chunk_size = default_chunk_size(num_chains)
     if int(chunk_size) != chunk_size or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     return [slice(s, min(s + int(chunk_size), batch_size)) for s in range(0, batch_size, int(chunk_size))]
@@ -533,7 +540,7 @@ def _check_precision(precision):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if precision == "bf16" and not bf16_supported():
         warnings.warn("precision='bf16': this CPU has neither AMX nor AVX512-BF16, so bfloat16 products would be "
-                      "slower than float32; running in float32", stacklevel=4)
+                      "slower than float32; running in float32", stacklevel=5)
         return "fp32"
     return precision
 
@@ -541,10 +548,6 @@ def _check_precision(precision):
 def _check_options(num_chains, pilot_chains, pilot_temps):
     for name, value in (("num_chains", num_chains), ("pilot_chains", pilot_chains), ("pilot_temps", pilot_temps)):
         check_whole(name, value)
-
-
-def _log_mean_exp(log_w):
-    return (log_w.logsumexp(0) - math.log(log_w.shape[0])).to(torch.get_default_dtype())
 
 
 def _interpolate_steps(steps, num_temps):
@@ -587,103 +590,73 @@ def _annealed(path, num_chains, num_temps, num_steps, schedule_name, pilot_chain
     return forward, reverse, steps
 
 
+def anneal(model, x, guide=None, latents=None, *, num_chains=16, num_temps=1000, num_steps=10, schedule="sigmoid",
+           pilot_chains=2, pilot_temps=200, chunk_size=None, precision="fp32"):
+    r"""
+    AIS on the posterior of ``model`` for each datapoint of ``x``: ``num_chains`` forward chains from
+    :math:`p_0` (the prior, or ``guide``) and, given ``latents``, as many reverse chains from them back
+    to :math:`p_0` through the same kernels. The datapoints are taken in chunks; for each, one pilot
+    run (:func:`pilot_step_sizes`, ``pilot_chains`` chains at ``pilot_temps`` temperatures) fixes the
+    step sizes, read at the ``num_temps`` temperatures of the schedule, before the kept chains run
+    (:func:`run`).
+
+    :param callable model: ``model(x)``, as for :func:`~pyro_aevb.infer.marginal.log_marginal_likelihood`.
+    :param torch.Tensor x: datapoints ``[B, ...]``.
+    :param callable guide: :math:`p_0` is ``guide(x)`` (the prior without it).
+    :param dict latents: each latent site's name (all of the model's latent sites) to its value, one
+        row per datapoint: exact draws from the posterior, where the reverse chains start.
+    :param options: as for ``estimator="ais"`` of :func:`~pyro_aevb.infer.marginal.log_marginal_likelihood`.
+    :returns: ``(forward, reverse, step_sizes)``: two :class:`AISResult` over the ``B`` datapoints
+        (``reverse`` ``None`` without ``latents``) and the step sizes ``[T + 1, B]`` of their kernels.
+    """
+    _check_options(num_chains, pilot_chains, pilot_temps)
+    _check_num_temps(num_temps)
+    precision = _check_precision(precision)
+    space = check_model(model, x, guide)
+    u = None
+    if latents is not None:
+        if not isinstance(latents, dict) or set(latents) != set(space.names):
+            given = sorted(latents) if isinstance(latents, dict) else type(latents).__name__
+            raise ValueError(
+                f"latents must map each of the model's latent sites {space.names} to its values, got {given}"
+            )
+        with torch.no_grad():
+            u = space.pack(latents, x.shape[0]).to(x.dtype)
+    results = []
+    for rows in _chunks(x.shape[0], num_chains, chunk_size):
+        path = _ModelPath(space, model, x[rows], guide, precision)
+        with part(rows.start / x.shape[0], rows.stop / x.shape[0]):
+            results.append(_annealed(
+                path, num_chains, num_temps, num_steps, schedule, pilot_chains, pilot_temps,
+                None if u is None else u[rows],
+            ))
+    forward, reverse, steps = zip(*results)
+
+    def joined(chunks):  # the chunks' results side by side, along the datapoints
+        return AISResult(*(torch.cat(field, 1) for field in zip(*chunks)))
+
+    return joined(forward), None if u is None else joined(reverse), torch.cat(steps, 1)
+
+
 def log_marginal(model, x, guide=None, *, num_chains=16, num_temps=1000, num_steps=10, schedule="sigmoid",
                  pilot_chains=2, pilot_temps=200, chunk_size=None, precision="fp32", diagnostics=False):
     r"""
     The ``"ais"`` estimator of :func:`~pyro_aevb.infer.marginal.log_marginal_likelihood`:
     :math:`\log \frac1K \sum_k w_k` per datapoint over ``num_chains`` forward chains from the prior (or
-    from ``guide``). Returns ``(log_px [B], diagnostics or None)``.
+    from ``guide``) (:func:`anneal`). Returns ``(log_px [B], diagnostics or None)``.
     """
-    _check_options(num_chains, pilot_chains, pilot_temps)
-    _check_num_temps(num_temps)
-    precision = _check_precision(precision)
-    space = check_model(model, x, guide)
-    out, infos = [], []
-    chunks = _chunks(x.shape[0], num_chains, chunk_size)
-    for rows in chunks:
-        path = _ModelPath(space, model, x[rows], guide, precision)
-        with part(rows.start / x.shape[0], rows.stop / x.shape[0]):
-            forward, _, steps = _annealed(
-                path, num_chains, num_temps, num_steps, schedule, pilot_chains, pilot_temps
-            )
-        log_w = forward.log_weights
-        out.append(_log_mean_exp(log_w))
-        if diagnostics:
-            log_w2 = (2 * log_w).logsumexp(0)
-            ess = (2 * log_w.logsumexp(0) - log_w2).exp()
-            infos.append({
-                "ess": ess.to(out[-1]),
-                "stderr": (1 / ess - 1 / num_chains).clamp(min=0).sqrt().to(out[-1]),
-                "accept_prob": forward.accept_prob,
-                "step_size": steps[-1],
-            })
-    log_px = torch.cat(out)
+    forward, _, steps = anneal(
+        model, x, guide, num_chains=num_chains, num_temps=num_temps, num_steps=num_steps, schedule=schedule,
+        pilot_chains=pilot_chains, pilot_temps=pilot_temps, chunk_size=chunk_size, precision=precision,
+    )
+    log_w = forward.log_weights
+    log_px = log_mean_exp(log_w).to(torch.get_default_dtype())
     if not diagnostics:
         return log_px, None
-    info = {k: torch.cat([i[k] for i in infos], dim=-1) for k in infos[0]}
-    return log_px, info
-
-
-def simulate(model, num_points, like_x):
-    r"""
-    Exact draws :math:`(x^{(i)}, z^{(i)}) \sim p_\theta(x, z)` from ``model``, through
-    :func:`pyro.poutine.uncondition`: the observed site that ``model(x)`` conditions on ``x`` itself
-    is sampled instead.
-
-    :param callable model: ``model(x)``, as for :func:`~pyro_aevb.infer.marginal.log_marginal_likelihood`.
-    :param int num_points: how many datapoints.
-    :param torch.Tensor like_x: data ``[N, ...]`` whose row shape, dtype and device the draws take.
-    :returns: ``(x [num_points, ...], latents)``, ``latents`` a dict from each of the model's latent
-        sites (:class:`~pyro_aevb.infer.sites.LatentSpace`, whatever their names) to its value, one
-        row per datapoint, as :func:`bdmc` takes them.
-    """
-    template = like_x[:1].expand((check_whole("num_points", num_points),) + like_x.shape[1:]).clone()
-    space = check_model(model, template)
-    observed = space.observed_site("simulate")
-    with torch.no_grad():
-        trace = trace_model(model, template, uncondition=True)
-    # The observed site holds x in any shape of x's size per row (Pyro's tutorial: x.reshape(-1, 784)).
-    x = trace.nodes[observed]["value"].reshape(template.shape).to(like_x.dtype)
-    return x, {name: trace.nodes[name]["value"] for name in space.names}
-
-
-def bdmc(model, x, latents, guide=None, *, num_chains=16, num_temps=1000, num_steps=10, schedule="sigmoid",
-         pilot_chains=2, pilot_temps=200, chunk_size=None, precision="fp32"):
-    r"""
-    Bidirectional Monte Carlo [2]: stochastic lower and upper bounds on :math:`\log p_\theta(x^{(i)})`
-    for datapoints simulated from the model together with their latents (:func:`simulate`).
-
-    Forward AIS from :math:`p_0` (the prior, or ``guide``) to the posterior gives ``lower``,
-    :math:`\log \frac1K \sum_k w_k`, whose expectation is at most :math:`\log p(x)`; reverse AIS from
-    the exact posterior draw ``latents`` back to :math:`p_0`, through the same kernels (one step-size
-    schedule from one pilot run, independent of both), gives ``upper``,
-    :math:`-\log \frac1K \sum_k w'_k`, whose expectation is at least :math:`\log p(x)`. The gap between
-    them bounds the error of either in expectation, and shrinks to 0 as ``num_temps`` grows.
-
-    :param callable model: ``model(x)``.
-    :param torch.Tensor x: exact draws from the model ``[B, ...]``.
-    :param dict latents: each latent site's name (all of the model's latent sites) to its value, one
-        row per datapoint, drawn with ``x`` (as :func:`simulate` returns them).
-    :param callable guide: start the forward chains from ``guide(x)`` (and end the reverse ones there).
-    :param options: as for ``estimator="ais"`` of :func:`~pyro_aevb.infer.marginal.log_marginal_likelihood`.
-    :returns: ``(lower [B], upper [B])``.
-    """
-    _check_options(num_chains, pilot_chains, pilot_temps)
-    _check_num_temps(num_temps)
-    precision = _check_precision(precision)
-    space = check_model(model, x, guide)
-    if not isinstance(latents, dict) or set(latents) != set(space.names):
-        given = sorted(latents) if isinstance(latents, dict) else type(latents).__name__
-        raise ValueError(f"latents must map each of the model's latent sites {space.names} to its values, got {given}")
-    with torch.no_grad():
-        u = space.pack(latents, x.shape[0]).to(x.dtype)
-    lower, upper = [], []
-    for rows in _chunks(x.shape[0], num_chains, chunk_size):
-        path = _ModelPath(space, model, x[rows], guide, precision)
-        with part(rows.start / x.shape[0], rows.stop / x.shape[0]):
-            forward, reverse, _ = _annealed(
-                path, num_chains, num_temps, num_steps, schedule, pilot_chains, pilot_temps, u[rows]
-            )
-        lower.append(_log_mean_exp(forward.log_weights))
-        upper.append(-_log_mean_exp(reverse.log_weights))
-    return torch.cat(lower), torch.cat(upper)
+    ess = (2 * log_w.logsumexp(0) - (2 * log_w).logsumexp(0)).exp()
+    return log_px, {
+        "ess": ess.to(log_px),
+        "stderr": (1 / ess - 1 / log_w.shape[0]).clamp(min=0).sqrt().to(log_px),
+        "accept_prob": forward.accept_prob,
+        "step_size": steps[-1],
+    }

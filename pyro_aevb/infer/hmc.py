@@ -5,7 +5,8 @@ Every chain (a row of ``z``) has its own step size and its own Metropolis accept
 of chains behaves exactly like that many separate runs of Pyro's
 :class:`~pyro.infer.mcmc.HMC` kernel with an identity mass matrix and a fixed number of leapfrog
 steps, but costs one batched evaluation of the potential per leapfrog step. The integrator is Pyro's
-:func:`~pyro.ops.integrator.velocity_verlet`; step sizes are adapted per chain by the dual averaging
+:func:`~pyro.ops.integrator.velocity_verlet`, run on every chain at once by
+:func:`pyro_aevb.ops.integrator.leapfrog`; step sizes are adapted per chain by the dual averaging
 scheme of [2] (Algorithm 5), with the constants of :class:`~pyro.ops.dual_averaging.DualAveraging`.
 
 The functions are pure numerics (no loops over datapoints, no printing). :func:`hmc_step` and
@@ -23,13 +24,14 @@ Matthew D. Hoffman, Andrew Gelman (2014)
 import math
 from collections import namedtuple
 
-import pyro
 import torch
-from pyro.ops.integrator import potential_grad, velocity_verlet
 
 from pyro_aevb.infer.progress import report
+from pyro_aevb.ops.integrator import leapfrog, potential_and_grad
 
-__all__ = ["HMCSamples", "HMCStepResult", "StepSizeAdapter", "find_reasonable_step_size", "hmc_step", "sample"]
+__all__ = [
+    "HMCSamples", "HMCStepResult", "StepSizeAdapter", "accept_test", "find_reasonable_step_size", "hmc_step", "sample",
+]
 
 HMCStepResult = namedtuple("HMCStepResult", ["z", "accept_prob", "potential_energy", "z_grad"])
 HMCStepResult.__doc__ = """
@@ -65,48 +67,22 @@ def _kinetic_energy(r):
     return 0.5 * r.reshape(r.shape[0], -1).pow(2).sum(-1)
 
 
-def _identity_kinetic_grad(r):
-    return r
+def accept_test(potential_energy, r, potential_energy_new, r_new):
+    r"""
+    The Metropolis test of each chain's proposal: accept with probability
+    :math:`\min(1, \exp(H(z, r) - H(z', r')))`, :math:`H(z, r) = U(z) + \tfrac12 \lVert r \rVert^2`;
+    a proposal whose energy is NaN is rejected. Draws one uniform per chain.
 
-
-class _SummedPotential:
+    :param torch.Tensor potential_energy: :math:`U(z)` ``[B]`` at the current states.
+    :param torch.Tensor r: the momenta drawn at the current states ``[B, ...]``.
+    :param torch.Tensor potential_energy_new: :math:`U(z')` ``[B]`` at the proposals.
+    :param torch.Tensor r_new: the momenta at the proposals ``[B, ...]``.
+    :returns: ``(accept [B] bool, accept_prob [B])``.
     """
-    Adapts a per-chain ``potential_fn: [B, ...] -> [B]`` to Pyro's integrator, which differentiates a
-    scalar potential of a dict. The chains are independent, so the gradient of the sum is the
-    per-chain gradient; the last per-chain value is kept in :attr:`last`.
-    """
-
-    def __init__(self, potential_fn, batch_size):
-        self.potential_fn = potential_fn
-        self.batch_size = batch_size
-        self.last = None
-
-    def __call__(self, params):
-        # NaN until computed: a potential that raises (and that Pyro's integrator then handles) is rejected.
-        self.last = params["z"].new_full((self.batch_size,), math.nan)
-        energy = self.potential_fn(params["z"])
-        if energy.shape != (self.batch_size,):
-            raise ValueError(f"potential_fn must return shape [{self.batch_size}], got {tuple(energy.shape)}")
-        self.last = energy.detach()
-        return energy.sum()
-
-
-def _potential_and_grad(potential_fn, z):
-    summed = _SummedPotential(potential_fn, z.shape[0])
-    with torch.enable_grad():
-        grads, _ = potential_grad(summed, {"z": z.detach().clone()})
-    return summed.last, grads["z"]
-
-
-def _leapfrog(potential_fn, z, r, step_size, num_steps, z_grad):
-    summed = _SummedPotential(potential_fn, z.shape[0])
-    # NaNs are expected on diverging trajectories; they are rejected below, as Pyro's HMC does.
-    with torch.enable_grad(), pyro.validation_enabled(False):
-        z_new, r_new, grads, _ = velocity_verlet(
-            {"z": z}, {"z": r}, summed, _identity_kinetic_grad, _per_row(step_size, z), num_steps,
-            z_grads={"z": z_grad},
-        )
-    return z_new["z"], r_new["z"], grads["z"], summed.last
+    delta_energy = potential_energy_new + _kinetic_energy(r_new) - potential_energy - _kinetic_energy(r)
+    delta_energy = torch.where(torch.isnan(delta_energy), torch.full_like(delta_energy, math.inf), delta_energy)
+    accept_prob = (-delta_energy).exp().clamp(max=1.0)
+    return torch.rand_like(accept_prob) < accept_prob, accept_prob
 
 
 def hmc_step(potential_fn, z, step_size, num_steps, potential_energy=None, z_grad=None):
@@ -133,15 +109,12 @@ def hmc_step(potential_fn, z, step_size, num_steps, potential_energy=None, z_gra
     z = z.detach()
     step_size = _chain_tensor(step_size, z, "step_size")
     if potential_energy is None or z_grad is None:
-        potential_energy, z_grad = _potential_and_grad(potential_fn, z)
+        potential_energy, z_grad = potential_and_grad(potential_fn, z)
     r = torch.randn_like(z)
-    z_new, r_new, z_grad_new, potential_energy_new = _leapfrog(
+    z_new, r_new, z_grad_new, potential_energy_new = leapfrog(
         potential_fn, z, r, step_size, int(num_steps), z_grad
     )
-    delta_energy = potential_energy_new + _kinetic_energy(r_new) - potential_energy - _kinetic_energy(r)
-    delta_energy = torch.where(torch.isnan(delta_energy), torch.full_like(delta_energy, math.inf), delta_energy)
-    accept_prob = (-delta_energy).exp().clamp(max=1.0)
-    accept = torch.rand_like(accept_prob) < accept_prob
+    accept, accept_prob = accept_test(potential_energy, r, potential_energy_new, r_new)
     return HMCStepResult(
         torch.where(_per_row(accept, z), z_new, z),
         accept_prob,
@@ -164,12 +137,12 @@ def find_reasonable_step_size(potential_fn, z, step_size=1.0, max_doublings=50):
     """
     z = z.detach()
     step_size = _chain_tensor(step_size, z, "step_size").clone()
-    potential_energy, z_grad = _potential_and_grad(potential_fn, z)
+    potential_energy, z_grad = potential_and_grad(potential_fn, z)
     threshold = math.log(0.8)
 
     def increase(step):
         r = torch.randn_like(z)
-        _, r_new, _, energy_new = _leapfrog(potential_fn, z, r, step, 1, z_grad)
+        _, r_new, _, energy_new = leapfrog(potential_fn, z, r, step, 1, z_grad)
         log_accept = potential_energy + _kinetic_energy(r) - energy_new - _kinetic_energy(r_new)
         return log_accept > threshold  # False for NaN, as in Pyro
 
@@ -318,7 +291,7 @@ def sample(
             raise ValueError("step_size is required when adapt_step_size=False")
         step_size = 1.0
     step_size = _chain_tensor(step_size, z, "step_size")
-    potential_energy, z_grad = _potential_and_grad(potential_fn, z)
+    potential_energy, z_grad = potential_and_grad(potential_fn, z)
 
     def jitter(step):
         return step * (1 + step_size_jitter * (2 * torch.rand_like(step) - 1))

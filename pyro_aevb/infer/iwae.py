@@ -14,7 +14,6 @@ Lawson, Shixiang Gu, Chris J. Maddison (2019)
 """
 
 import functools
-import math
 
 import torch
 
@@ -24,11 +23,10 @@ from pyro_aevb.infer.importance_weights import dreg_surrogate, log_mean_exp, nor
 from pyro_aevb.infer.iw_elbo import GRADIENTS, ImportanceWeightedELBO
 from pyro_aevb.infer.sgvb import log_likelihood
 from pyro_aevb.infer.sites import minibatch_scale
+from pyro_aevb.models.distributions import HALF_LOG_2PI
 from pyro_aevb.models.nets import loc_and_log_var
 
 __all__ = ["IWAE", "iwae_loss", "vae_log_weights"]
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def vae_log_weights(vae, x, num_particles, draws="reparam"):
@@ -55,8 +53,8 @@ def vae_log_weights(vae, x, num_particles, draws="reparam"):
         log_q = (-0.5 * eps**2 - log_scale).sum(-1)
     else:
         log_q = (-0.5 * ((z - z_loc) * torch.exp(-log_scale)) ** 2 - log_scale).sum(-1)
-    log_q = log_q - _HALF_LOG_2PI * z.shape[-1]
-    log_p = log_likelihood(vae, z, x) - 0.5 * (z**2).sum(-1) - _HALF_LOG_2PI * z.shape[-1]
+    log_q = log_q - HALF_LOG_2PI * z.shape[-1]
+    log_p = log_likelihood(vae, z, x) - 0.5 * (z**2).sum(-1) - HALF_LOG_2PI * z.shape[-1]
     return log_p, log_q, z, z_loc, log_scale
 
 

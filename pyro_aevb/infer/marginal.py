@@ -27,14 +27,25 @@ import torch
 from pyro.distributions import MultivariateNormal
 
 from pyro_aevb._checks import check_number, check_whole
-from pyro_aevb.infer import hmc
+from pyro_aevb.infer import ais, hmc
 from pyro_aevb.infer.progress import part, report
 from pyro_aevb.infer.sites import check_model, repeat_rows
 
-__all__ = ["log_marginal_likelihood", "resampled_start"]
+__all__ = [
+    "appendix_d_estimate", "default_is_chunk_size", "hmc_log_marginal", "is_log_marginal", "log_marginal_likelihood",
+    "resampled_start",
+]
 
 # Rows (datapoints x importance samples) evaluated in one batched pass of the "is" estimator.
 _IS_CHUNK_ROWS = 2**15
+
+
+def default_is_chunk_size(batch_size):
+    """
+    The default ``chunk_size`` of ``"is"`` for ``batch_size`` datapoints: the importance samples per
+    datapoint in one batched pass of about :math:`2^{15}` rows.
+    """
+    return max(1, _IS_CHUNK_ROWS // batch_size)
 
 
 def _latent_space(model, x, guide=None):
@@ -63,7 +74,7 @@ def resampled_start(space, guide, x, num_proposals):
     :returns: ``u`` for each row of ``x`` ``[B, D]``, in the unconstrained space.
     """
     batch_size = x.shape[0]
-    chunk_size = max(1, _IS_CHUNK_ROWS // batch_size)
+    chunk_size = default_is_chunk_size(batch_size)
     best_key = best_z = None
     for start in range(0, num_proposals, chunk_size):
         report(start / num_proposals)
@@ -105,7 +116,7 @@ def _fit_gaussian(samples, cov_scale):
     return MultivariateNormal(loc, covariance_matrix=cov)
 
 
-def _appendix_d_estimate(fit_samples, test_samples, test_log_joint, cov_scale):
+def appendix_d_estimate(fit_samples, test_samples, test_log_joint, cov_scale):
     r"""
     Steps 2 and 3 of Appendix D of [1]: fits :math:`q` to ``fit_samples`` and returns
 
@@ -145,7 +156,7 @@ def _check_data(x):
     return x.shape[0]
 
 
-def _hmc_log_marginal(
+def hmc_log_marginal(
     model,
     x,
     guide=None,
@@ -161,6 +172,11 @@ def _hmc_log_marginal(
     init_proposals=None,
     diagnostics=False,
 ):
+    """
+    The ``"hmc"`` estimator of :func:`log_marginal_likelihood` (Appendix D of [1]), with its options.
+
+    :returns: ``(log_px [B], diagnostics or None)``.
+    """
     batch_size = _check_data(x)
     num_chains, num_samples = check_whole("num_chains", num_chains, 1), check_whole("num_samples", num_samples, 2)
     warmup_steps, num_steps = check_whole("warmup_steps", warmup_steps, 0), check_whole("num_steps", num_steps, 1)
@@ -197,7 +213,7 @@ def _hmc_log_marginal(
     samples = result.samples.reshape(2 * num_samples, num_chains, batch_size, -1)
     log_joint = -result.potential_energy.reshape(2 * num_samples, num_chains, batch_size)
     with torch.no_grad():
-        log_px, log_ratio = _appendix_d_estimate(
+        log_px, log_ratio = appendix_d_estimate(
             samples[:num_samples].flatten(0, 1),
             samples[num_samples:].flatten(0, 1),
             log_joint[num_samples:].flatten(0, 1),
@@ -211,10 +227,15 @@ def _hmc_log_marginal(
     return log_px, info
 
 
-def _is_log_marginal(model, x, guide, *, num_samples=5000, chunk_size=None, diagnostics=False):
+def is_log_marginal(model, x, guide, *, num_samples=5000, chunk_size=None, diagnostics=False):
+    """
+    The ``"is"`` estimator of :func:`log_marginal_likelihood`, with its options.
+
+    :returns: ``(log_px [B], diagnostics or None)``.
+    """
     batch_size = _check_data(x)
     num_samples = check_whole("num_samples", num_samples, 1)
-    chunk_size = max(1, _IS_CHUNK_ROWS // batch_size) if chunk_size is None else check_whole("chunk_size", chunk_size, 1)
+    chunk_size = default_is_chunk_size(batch_size) if chunk_size is None else check_whole("chunk_size", chunk_size, 1)
     space = _latent_space(model, x, guide)
     log_sum_w = x.new_full((batch_size,), -math.inf)
     log_sum_w2 = x.new_full((batch_size,), -math.inf)
@@ -342,76 +363,20 @@ def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_dia
     :param bool return_diagnostics: also return the dict of diagnostics.
     :returns: :math:`\log p_\theta(x^{(i)})` ``[B]``, or ``(log_px, diagnostics)``.
     """
-    from pyro_aevb.infer import ais
-
-    known = {"hmc": _hmc_log_marginal, "is": _is_log_marginal, "ais": ais.log_marginal}.get(estimator)
+    known = {"hmc": hmc_log_marginal, "is": is_log_marginal, "ais": ais.log_marginal}.get(estimator)
     names = set(inspect.signature(known).parameters) - {"model", "x", "guide", "diagnostics"} if known else set()
     unknown = set(options) - names if known else set()
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)} for estimator {estimator!r}")
     if estimator == "hmc":
-        log_px, info = _hmc_log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
+        log_px, info = hmc_log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
     elif estimator == "is":
         if guide is None:
             raise ValueError("estimator='is' needs a guide as proposal")
-        log_px, info = _is_log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
+        log_px, info = is_log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
     elif estimator == "ais":
         log_px, info = ais.log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
     else:
         raise ValueError(f"estimator must be 'hmc', 'is' or 'ais', got {estimator!r}")
     return (log_px, info) if return_diagnostics else log_px
 
-
-def _reference_hmc_mcmc(
-    model, x, guide=None, *, num_samples, num_chains, warmup_steps, num_steps, target_accept_prob=0.8, q_cov_scale=0.8
-):
-    """
-    The ``"hmc"`` estimator run the obvious, slow way, for validation and benchmarks only: Pyro's
-    :class:`~pyro.infer.mcmc.HMC` through :class:`~pyro.infer.mcmc.MCMC`, one chain of one datapoint
-    at a time, with the same settings (identity mass matrix, ``num_steps`` leapfrog steps, step size
-    adapted by dual averaging); the options mean what they mean for ``"hmc"``.
-
-    :returns: ``(log_px [B], samples [2 * num_samples, num_chains, B, Nz])``.
-    """
-    from pyro.infer.mcmc import HMC, MCMC
-
-    class FixedStepsHMC(HMC):
-        # Pyro's HMC keeps the trajectory length fixed while the step size adapts; [1] fixes num_steps.
-        @property
-        def num_steps(self):
-            return num_steps
-
-    space = _latent_space(model, x, guide)
-    draws = []
-    for b in range(x.shape[0]):
-        x_b = x[b : b + 1]
-        with torch.no_grad():
-            x_init = repeat_rows(x_b, num_chains)
-            z_init = space.sample_start(x_init, guide)
-        chains = []
-        for c in range(num_chains):
-            kernel = FixedStepsHMC(
-                potential_fn=lambda params: -_log_joint(space, x_b, params["u"]).sum(),
-                num_steps=num_steps,
-                adapt_step_size=True,
-                adapt_mass_matrix=False,
-                target_accept_prob=target_accept_prob,
-            )
-            mcmc = MCMC(
-                kernel,
-                num_samples=2 * num_samples,
-                warmup_steps=warmup_steps,
-                initial_params={"u": z_init[c : c + 1]},
-                disable_progbar=True,
-            )
-            mcmc.run()
-            chains.append(mcmc.get_samples()["u"].reshape(2 * num_samples, -1))
-        draws.append(torch.stack(chains, 1))
-    samples = torch.stack(draws, 2)  # [2L, C, B, Nz]
-    test = samples[num_samples:].flatten(0, 1)
-    with torch.no_grad():
-        test_log_joint = torch.stack([_log_joint(space, x, z) for z in test])
-        log_px, _ = _appendix_d_estimate(
-            samples[:num_samples].flatten(0, 1), test, test_log_joint, q_cov_scale
-        )
-    return log_px, samples

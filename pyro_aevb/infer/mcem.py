@@ -247,12 +247,8 @@ class ImportanceMCEM(_MonteCarloEM):
     proposals match the posterior less and less well as :math:`N_z` grows (the effective sample size
     :math:`1 / \sum_k w_{ik}^2` drops toward 1).
 
-    :param callable model: the model (:mod:`pyro_aevb.infer.sites`); or an object with ``.model``.
-    :param float lr: Adagrad's global step size.
-    :param float weight_decay: precision of the Gaussian prior on the parameters.
-    :param optim: the optimizer, a :class:`~pyro.optim.PyroOptim` such as
-        :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
-        ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
+    ``model``, ``lr``, ``weight_decay`` and ``optim`` are as for :class:`MCEM`.
+
     :param int num_proposals: :math:`K`; ten draws make the E-step cost about what the ten leapfrog
         steps of :class:`MCEM`'s do; the M-step then runs on ``K M`` rows.
     :param int num_m_steps: Adagrad updates per E-step.

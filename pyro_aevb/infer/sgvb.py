@@ -34,18 +34,16 @@ functions; they agree to floating-point rounding (``tests/infer/test_fast_path.p
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """
 
-import math
 
 import torch
 import torch.nn.functional as F
 
 from pyro_aevb.infer.sites import minibatch_scale
+from pyro_aevb.models.distributions import HALF_LOG_2PI
 from pyro_aevb.models.nets import loc_and_log_var
 from pyro_aevb.models.vae import VAE, flat_rows
 
 __all__ = ["gaussian_neg_kl", "gaussian_neg_kl_log_var", "log_likelihood", "sgvb_loss"]
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def gaussian_neg_kl(z_loc, z_scale):
@@ -84,7 +82,7 @@ def log_likelihood(vae, z, x):
         return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
     x_loc, x_log_var = loc_and_log_var(vae.decoder, z)
     # -((x - mu) / sigma)^2 / 2 - log(sigma), with 1/sigma = exp(-log(sigma^2) / 2); the halves taken once, after the sum
-    return -0.5 * (((x - x_loc) * torch.exp(-0.5 * x_log_var)).square() + x_log_var).sum(-1) - _HALF_LOG_2PI * x.shape[-1]
+    return -0.5 * (((x - x_loc) * torch.exp(-0.5 * x_log_var)).square() + x_log_var).sum(-1) - HALF_LOG_2PI * x.shape[-1]
 
 
 def sgvb_loss(vae, x, num_data=None, estimator="B", num_particles=1):

@@ -31,7 +31,6 @@ Brendan J. Frey, Radford M. Neal (1995)
 """
 
 import contextlib
-import math
 
 import pyro
 import torch
@@ -41,6 +40,7 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro_aevb.infer.aevb import _check_optim, _direct_params
 from pyro_aevb.infer.method import TrainingMethod
 from pyro_aevb.infer.sgvb import log_likelihood
+from pyro_aevb.models.distributions import HALF_LOG_2PI
 from pyro_aevb.models.nets import loc_and_log_var
 from pyro_aevb.models.vae import flat_rows
 from pyro_aevb.infer.sites import (
@@ -49,8 +49,6 @@ from pyro_aevb.infer.sites import (
 from pyro_aevb.optim import FusedAdagrad
 
 __all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "sleep_loss", "wake_loss"]
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def wake_loss(model, guide, x, num_data=None):
@@ -132,7 +130,7 @@ def direct_wake_loss(vae, x, num_data=None):
     with torch.no_grad():
         z_loc, z_log_var = loc_and_log_var(vae.encoder, x)
         z = z_loc + z_loc.new_empty(z_loc.shape).normal_() * torch.exp(0.5 * z_log_var)
-    log_prior = -0.5 * (z**2).sum() - _HALF_LOG_2PI * z.numel()
+    log_prior = -0.5 * (z**2).sum() - HALF_LOG_2PI * z.numel()
     return -minibatch_scale(x, num_data) * (log_prior + log_likelihood(vae, z, x).sum())
 
 
@@ -149,7 +147,7 @@ def direct_sleep_loss(vae, x, num_data=None):
         fantasy = likelihood.rsample() if likelihood.has_rsample else likelihood.sample()
     z_loc, z_log_var = loc_and_log_var(vae.encoder, fantasy)
     log_scale = 0.5 * z_log_var  # the guide's LogScaleNormal: no log of an exponential
-    log_q = (-0.5 * ((z - z_loc) * torch.exp(-log_scale)) ** 2 - log_scale).sum() - _HALF_LOG_2PI * z.numel()
+    log_q = (-0.5 * ((z - z_loc) * torch.exp(-log_scale)) ** 2 - log_scale).sum() - HALF_LOG_2PI * z.numel()
     return -minibatch_scale(x, num_data) * log_q
 
 

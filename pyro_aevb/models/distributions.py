@@ -38,9 +38,10 @@ from pyro.distributions import constraints
 from torch.distributions import register_kl
 from torch.distributions.utils import broadcast_all
 
-__all__ = ["LogScaleNormal"]
+__all__ = ["HALF_LOG_2PI", "LogScaleNormal"]
 
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+#: :math:`\frac12 \log 2\pi`, the log-normaliser of a standard normal, per dimension.
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class LogScaleNormal(dist.Normal):
@@ -82,10 +83,10 @@ class LogScaleNormal(dist.Normal):
             eps = self._drawn[1]
         else:
             eps = (value - self.loc) * torch.exp(-self.log_scale)
-        return -0.5 * eps**2 - self.log_scale - _HALF_LOG_2PI
+        return -0.5 * eps**2 - self.log_scale - HALF_LOG_2PI
 
     def entropy(self):
-        return 0.5 + _HALF_LOG_2PI + self.log_scale
+        return 0.5 + HALF_LOG_2PI + self.log_scale
 
 
 def _kl_log_scale(p_loc, p_log_scale, q_loc, q_log_scale):

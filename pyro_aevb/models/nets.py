@@ -116,22 +116,31 @@ class _MLP(nn.Module):
                 h = self.act(layer(h))
         return h
 
-    def _heads(self, inputs):
-        r"""The two heads' outputs, the second :math:`\log\sigma^2`."""
+
+class _GaussianMLP(_MLP):
+    r"""An MLP with two heads, :math:`\mu` and :math:`\log\sigma^2`; called, it returns :math:`(\mu, \sigma)`."""
+
+    def __init__(self, in_dim, hidden_dim, out_dim, init_std, activation_name):
+        super().__init__(in_dim, hidden_dim, out_dim, True, init_std, activation_name)
+
+    def forward(self, inputs):
+        r""":returns: ``(loc, scale)``, :math:`\sigma = \exp(\frac12 \log\sigma^2)` from :meth:`loc_and_log_var`."""
+        loc, log_var = self.loc_and_log_var(inputs)
+        return loc, torch.exp(0.5 * log_var)
+
+    def loc_and_log_var(self, inputs):
+        r""":returns: ``(loc, log_var)``, :math:`(\mu, \log\sigma^2)` as the two heads give them."""
         self._check(inputs)
         h = self.features(inputs)
         return self.loc(h), self.log_var(h)
 
-    def _loc_and_scale(self, inputs):
-        r"""``loc_and_log_var`` with :math:`\sigma = \exp(\frac12 \log\sigma^2)` in place of the log-variance."""
-        loc, log_var = self.loc_and_log_var(inputs)
-        return loc, torch.exp(0.5 * log_var)
 
-
-class GaussianMLPEncoder(_MLP):
+class GaussianMLPEncoder(_GaussianMLP):
     r"""
     The recognition model's net :math:`x \mapsto (\mu, \sigma)` of Appendix C.2 (Eq. 12), with separate
-    linear heads for :math:`\mu` and :math:`\log\sigma^2` on a shared tanh layer.
+    linear heads for :math:`\mu` and :math:`\log\sigma^2` on a shared tanh layer. Called on ``x``
+    it returns ``(z_loc, z_scale)``; ``loc_and_log_var(x)`` returns ``(z_loc, z_log_var)``, as the two
+    heads give them; each of shape ``x.shape[:-1] + (z_dim,)``.
 
     :param int x_dim: data dimension D.
     :param hidden_dim: hidden units (500 for MNIST, 200 for Frey Face in the paper), or a sequence of
@@ -142,15 +151,7 @@ class GaussianMLPEncoder(_MLP):
     """
 
     def __init__(self, x_dim, hidden_dim, z_dim, init_std=0.01, activation="tanh"):
-        super().__init__(x_dim, hidden_dim, z_dim, True, init_std, activation)
-
-    def forward(self, x):
-        """:returns: ``(z_loc, z_scale)``, each of shape ``x.shape[:-1] + (z_dim,)``."""
-        return self._loc_and_scale(x)
-
-    def loc_and_log_var(self, x):
-        r""":returns: ``(z_loc, z_log_var)``, :math:`(\mu, \log\sigma^2)` as the two heads give them."""
-        return self._heads(x)
+        super().__init__(x_dim, hidden_dim, z_dim, init_std, activation)
 
 
 class BernoulliMLPDecoder(_MLP):
@@ -169,22 +170,19 @@ class BernoulliMLPDecoder(_MLP):
         return self.loc(self.features(z))
 
 
-class GaussianMLPDecoder(_MLP):
+class GaussianMLPDecoder(_GaussianMLP):
     r"""
     The generative model's net for real-valued data, Appendix C.2 (Eq. 12 with :math:`z` as input).
     As in the paper's Frey Face experiment, the mean passes through a sigmoid so that it lies in (0, 1).
+    Called on ``z`` it returns ``(x_loc, x_scale)``, each of shape ``z.shape[:-1] + (x_dim,)``.
     """
 
     def __init__(self, z_dim, hidden_dim, x_dim, init_std=0.01, activation="tanh"):
-        super().__init__(z_dim, hidden_dim, x_dim, True, init_std, activation)
-
-    def forward(self, z):
-        """:returns: ``(x_loc, x_scale)``, each of shape ``z.shape[:-1] + (x_dim,)``."""
-        return self._loc_and_scale(z)
+        super().__init__(z_dim, hidden_dim, x_dim, init_std, activation)
 
     def loc_and_log_var(self, z):
         r""":returns: ``(x_loc, x_log_var)``, the sigmoid mean and :math:`\log\sigma^2` as the head gives it."""
-        loc, log_var = self._heads(z)
+        loc, log_var = super().loc_and_log_var(z)
         return torch.sigmoid(loc), log_var
 
 

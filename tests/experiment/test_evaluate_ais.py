@@ -95,7 +95,7 @@ def test_ais_start(aevb_run):
     ``ais_start``: AIS and BDMC start from the encoder by default and from the prior on request; each is
     AIS itself with that p0 on the same points and seed (the two differ, so a start that is ignored fails).
     """
-    from pyro_aevb.infer.ais import bdmc, simulate
+    from pyro_aevb.infer.bdmc import bdmc, simulate
 
     vae = load_run(aevb_run)
     x = load_dataset("mnist5k").eval_split("test")[:3]

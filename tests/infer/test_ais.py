@@ -21,6 +21,7 @@ from torch import nn
 
 from pyro_aevb import VAE, bdmc, log_marginal_likelihood
 from pyro_aevb.infer import ais
+from pyro_aevb.infer.bdmc import simulate
 from pyro_aevb.infer.sites import check_model
 
 from tests.helpers.linear_gaussian import linear_gaussian
@@ -189,7 +190,7 @@ def test_nonlinear_decoder_against_quadrature():
     # A non-Gaussian posterior, defaults (K = 16, T = 1000), 8 datapoints drawn from the model.
     torch.manual_seed(4)
     vae = TanhVAE()
-    x, _ = ais.simulate(vae.model, 8, torch.zeros(1, 12))
+    x, _ = simulate(vae.model, 8, torch.zeros(1, 12))
     log_px, info = log_marginal_likelihood(vae.model, x, "ais", return_diagnostics=True)
     check_against_exact(log_px, info, vae.quadrature(x), 16)
 
@@ -222,7 +223,7 @@ def test_bf16_gradients_keep_the_estimate_exact():
     # as in float32 (defaults, K = 16, T = 1000, the same 8 datapoints and tolerance).
     torch.manual_seed(4)
     vae = TanhVAE()
-    x, _ = ais.simulate(vae.model, 8, torch.zeros(1, 12))
+    x, _ = simulate(vae.model, 8, torch.zeros(1, 12))
     log_px, info = log_marginal_likelihood(vae.model, x, "ais", precision="bf16", return_diagnostics=True)
     check_against_exact(log_px, info, vae.quadrature(x), 16)
     assert info["accept_prob"].mean() > 0.5, "bfloat16 forces should leave the trajectories accurate"
@@ -335,7 +336,7 @@ def test_chunks_and_options():
 def test_simulate_draws_from_the_joint():
     vae, marginal = linear_gaussian(2, 6)
     torch.manual_seed(7)
-    x, latents = ais.simulate(vae.model, 4000, torch.zeros(3, 6))
+    x, latents = simulate(vae.model, 4000, torch.zeros(3, 6))
     assert x.shape == (4000, 6) and set(latents) == {"z"} and latents["z"].shape == (4000, 2)
     # x ~ N(b, W W^T + s^2 I): the sample mean within 5 SE of b.
     se = marginal.covariance_matrix.diagonal().sqrt() / math.sqrt(4000)
@@ -349,7 +350,7 @@ def test_bdmc_brackets_the_exact_value():
     # one-sided checks at 2.5 SE. The gap shrinks with T.
     torch.manual_seed(8)
     vae, marginal = linear_gaussian(2, 4, sigma=0.7)
-    x, latents = ais.simulate(vae.model, 400, torch.zeros(1, 4))
+    x, latents = simulate(vae.model, 400, torch.zeros(1, 4))
     exact = marginal.log_prob(x)
     gaps = []
     for num_temps in (10, 100):

@@ -91,7 +91,7 @@ def test_bdmc_brackets_a_two_site_model():
     # errors of each bound's mean error over the datapoints, and the gap is positive.
     pyro.set_rng_seed(3)
     model = TwoSiteLinearGaussian()
-    x, latents = pyro_aevb.infer.ais.simulate(model.model, 60, torch.zeros(1, 5))
+    x, latents = pyro_aevb.infer.bdmc.simulate(model.model, 60, torch.zeros(1, 5))
     assert set(latents) == {"a", "b"} and latents["a"].shape == (60, 2) and latents["b"].shape == (60, 1)
     exact = model.log_px(x)
     lower, upper = pyro_aevb.bdmc(model.model, x, latents, num_chains=4, num_temps=20)
@@ -321,7 +321,7 @@ def test_simulate_and_bdmc_take_the_tutorial_vae():
     # of the model's one observed site in x's shape. BDMC's bounds (T = 20, K = 2) keep their order on
     # average over the 20 simulated digits.
     vae = TutorialVAE(z_dim=2, hidden_dim=20)
-    x, latents = pyro_aevb.infer.ais.simulate(vae.model, 20, torch.zeros(1, 784))
+    x, latents = pyro_aevb.infer.bdmc.simulate(vae.model, 20, torch.zeros(1, 784))
     assert x.shape == (20, 784) and set(latents) == {"latent"} and latents["latent"].shape == (20, 2)
     assert ((x == 0) | (x == 1)).all(), "Bernoulli fantasies are binary"
     lower, upper = pyro_aevb.bdmc(vae.model, x, latents, num_temps=20, num_chains=2)

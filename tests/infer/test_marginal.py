@@ -8,8 +8,9 @@ from torch import nn
 
 from pyro_aevb.infer import hmc
 from pyro_aevb.infer.sites import repeat_rows
-from pyro_aevb.infer.marginal import _latent_space, _log_joint, _reference_hmc_mcmc, log_marginal_likelihood, resampled_start
+from pyro_aevb.infer.marginal import _latent_space, _log_joint, log_marginal_likelihood, resampled_start
 
+from benchmarks.reference_hmc import reference_hmc_mcmc
 from tests.helpers.common import DEVICES
 
 
@@ -162,7 +163,7 @@ def test_is_takes_a_single_sample_and_names_its_bad_options():
 
 def test_appendix_d_estimate_is_the_harmonic_mean_with_the_scaled_fit():
     """Steps 2 and 3 of Appendix D written out again in float64: q's moments (and jitter), then -log mean(q / p)."""
-    from pyro_aevb.infer.marginal import _appendix_d_estimate
+    from pyro_aevb.infer.marginal import appendix_d_estimate
 
     gen = torch.Generator().manual_seed(0)
     fit = torch.randn(400, 3, 2, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 0.5], dtype=torch.float64) + 1.0
@@ -171,7 +172,7 @@ def test_appendix_d_estimate_is_the_harmonic_mean_with_the_scaled_fit():
     # Two draws (the fewest q is fitted to: num_samples=2, one chain; one coordinate, for a full-rank fit)
     # divide by n - 1 = 1 as well.
     for fit, test, cov_scale in ((fit, test, 0.8), (fit, test, 1.0), (fit[:2, :, :1], test[..., :1], 0.8)):
-        estimate, log_ratio = _appendix_d_estimate(fit, test, log_joint, cov_scale)
+        estimate, log_ratio = appendix_d_estimate(fit, test, log_joint, cov_scale)
         mean = fit.mean(0)
         cov = torch.stack([torch.cov(fit[:, b].T).reshape(fit.shape[-1], -1) for b in range(3)])
         jitter = 1e-6 * cov.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] * torch.eye(fit.shape[-1], dtype=cov.dtype)
@@ -279,7 +280,7 @@ def test_vectorised_sampler_agrees_with_pyro_mcmc(options):
     mean, cov = tb.posterior_moments(x)
     _, _, exact = tb.quadrature(x)
     # Same settings for both; Pyro's HMC has no step-size jitter.
-    ref_log_px, ref_samples = _reference_hmc_mcmc(tb.model, x, **options)
+    ref_log_px, ref_samples = reference_hmc_mcmc(tb.model, x, **options)
     vec_log_px = log_marginal_likelihood(tb.model, x, step_size_jitter=0.0, **options)
     num_chains, num_samples = options["num_chains"], options["num_samples"]
     tolerance = tb.hmc_tolerance(x, num_chains * num_samples)
