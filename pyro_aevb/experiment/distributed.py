@@ -307,11 +307,12 @@ def lower_bound(world, model, guide, x, seed):
     :func:`pyro_aevb.infer.elbo.lower_bound` of ``x`` with a seed, computed by all the ranks together:
     each evaluates its share of every chunk with the global draws, and the sums are all-reduced.
     """
-    from pyro_aevb.infer.elbo import _cuda_devices, lower_bound as _lower_bound
+    from pyro_aevb.infer.elbo import lower_bound as _lower_bound
+    from pyro_aevb.infer.util import cuda_devices
 
     chunk_size = inspect.signature(_lower_bound).parameters["chunk_size"].default
     total = 0.0
-    with torch.random.fork_rng(devices=_cuda_devices(x)), torch.no_grad():
+    with torch.random.fork_rng(devices=cuda_devices(x)), torch.no_grad():
         torch.manual_seed(seed)
         for chunk in torch.split(x, chunk_size):
             start, stop = world.rows(chunk.shape[0])
@@ -326,7 +327,7 @@ def log_marginal(world, model, x, seed, estimator, guide=None, **options):
     The mean of :func:`pyro_aevb.infer.marginal.log_marginal_likelihood` over ``x`` (seeded with ``seed``),
     computed by all the ranks together: each estimates its share of the rows, with the global draws.
     """
-    from pyro_aevb.infer.elbo import _cuda_devices
+    from pyro_aevb.infer.util import cuda_devices
     from pyro_aevb.infer.marginal import _IS_CHUNK_ROWS, log_marginal_likelihood
 
     if estimator == "is" and "chunk_size" not in options:
@@ -334,7 +335,7 @@ def log_marginal(world, model, x, seed, estimator, guide=None, **options):
     start, stop = world.rows(x.shape[0])
     total = 0.0
     if stop > start:
-        with torch.random.fork_rng(devices=_cuda_devices(x)), GlobalDraws(stop - start, x.shape[0], start):
+        with torch.random.fork_rng(devices=cuda_devices(x)), GlobalDraws(stop - start, x.shape[0], start):
             torch.manual_seed(seed)
             total = float(log_marginal_likelihood(model, x[start:stop], estimator=estimator, guide=guide, **options).sum())
     return world.sum([total])[0] / x.shape[0]

@@ -34,7 +34,8 @@ from pyro_aevb.experiment.checkpoint import (
 from pyro_aevb.data import DATASETS, DataError, MinibatchSampler, check_support, load_dataset
 from pyro_aevb.errors import ConfigError, RunDirError, RunWarning, TrainingDiverged
 from pyro_aevb.infer import progress
-from pyro_aevb.infer.elbo import _cuda_devices, lower_bound
+from pyro_aevb.infer.elbo import lower_bound
+from pyro_aevb.infer.util import cuda_devices
 from pyro_aevb.experiment.model_object import as_model_object, check_state, class_path, import_from_file
 from pyro_aevb.experiment.rundir import RunDir, metrics_as_floats, read_metrics
 
@@ -872,7 +873,7 @@ class _Trainer:
         return float(log_px.mean())
 
     def _cuda(self):
-        return _cuda_devices(self.dataset.train)
+        return cuda_devices(self.dataset.train)
 
     # -- the loop --------------------------------------------------------------------------------
     def _step(self, interrupted):
