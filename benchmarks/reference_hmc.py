@@ -10,7 +10,8 @@ import torch
 from pyro.infer.mcmc import HMC, MCMC
 
 from pyro_aevb.infer.marginal import appendix_d_estimate
-from pyro_aevb.infer.sites import check_model, repeat_rows
+from pyro_aevb.infer.sites import check_model
+from pyro_aevb.infer.util import repeat_rows
 
 
 def reference_hmc_mcmc(

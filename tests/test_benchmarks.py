@@ -154,7 +154,7 @@ def test_bdmc_benchmark_brackets(capsys):
 def test_iwae_contenders_train_the_same_objective(shared_data, tmp_path):
     """The IWAE contender and the hand-written loop: the same loss and gradients on the same draws, and both run."""
     bench = _script("bench_train")
-    from pyro_aevb.infer.iwae import iwae_loss
+    from pyro_aevb.models.closed_forms import iwae_loss
 
     torch.manual_seed(0)
     vae = bench.burda_vae(784)

@@ -39,7 +39,8 @@ import torch.distributed as dist
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.overrides import TorchFunctionMode
 
-from pyro_aevb.infer.elbo import _cuda_devices, lower_bound as _lower_bound
+from pyro_aevb.infer.elbo import lower_bound as _lower_bound
+from pyro_aevb.infer.util import cuda_devices
 from pyro_aevb.infer.marginal import default_is_chunk_size, log_marginal_likelihood
 
 __all__ = ["GlobalDraws", "World", "init_world"]
@@ -304,7 +305,7 @@ def lower_bound(world, model, guide, x, seed):
     """
     chunk_size = inspect.signature(_lower_bound).parameters["chunk_size"].default
     total = 0.0
-    with torch.random.fork_rng(devices=_cuda_devices(x)), torch.no_grad():
+    with torch.random.fork_rng(devices=cuda_devices(x)), torch.no_grad():
         torch.manual_seed(seed)
         for chunk in torch.split(x, chunk_size):
             start, stop = world.rows(chunk.shape[0])
@@ -324,7 +325,7 @@ def log_marginal(world, model, x, seed, estimator, guide=None, **options):
     start, stop = world.rows(x.shape[0])
     total = 0.0
     if stop > start:
-        with torch.random.fork_rng(devices=_cuda_devices(x)), GlobalDraws(stop - start, x.shape[0], start):
+        with torch.random.fork_rng(devices=cuda_devices(x)), GlobalDraws(stop - start, x.shape[0], start):
             torch.manual_seed(seed)
             total = float(log_marginal_likelihood(model, x[start:stop], estimator=estimator, guide=guide, **options).sum())
     return world.sum([total])[0] / x.shape[0]

@@ -37,7 +37,8 @@ from pyro_aevb.experiment.state import get_param_store_state, get_rng_state, set
 from pyro_aevb.data import MinibatchSampler, check_support
 from pyro_aevb.errors import ConfigError, RunDirError, TrainingDiverged, note
 from pyro_aevb.infer import progress
-from pyro_aevb.infer.elbo import _cuda_devices, lower_bound
+from pyro_aevb.infer.elbo import lower_bound
+from pyro_aevb.infer.util import cuda_devices
 from pyro_aevb.infer.marginal import log_marginal_likelihood
 from pyro_aevb.experiment.config import GIVEN_DATA, TrainConfig, make_lr_scheduler, read_config
 from pyro_aevb.experiment.load import restore_parameters
@@ -364,7 +365,7 @@ class _Trainer:
         return float(log_px.mean())
 
     def _cuda(self):
-        return _cuda_devices(self.dataset.train)
+        return cuda_devices(self.dataset.train)
 
     # -- the loop --------------------------------------------------------------------------------
     def _step(self, interrupted):

@@ -1,6 +1,6 @@
 """
 Inference for any Pyro ``model`` / ``guide`` pair with continuous latent variables per datapoint:
-AEVB with the two SGVB estimators (:mod:`~pyro_aevb.infer.aevb`, :mod:`~pyro_aevb.infer.sgvb`), the
+AEVB with the two SGVB estimators (:mod:`~pyro_aevb.infer.aevb`), the
 per-datapoint bound (:mod:`~pyro_aevb.infer.elbo`), the importance-weighted bound and its methods IWAE
 and reweighted wake-sleep (:mod:`~pyro_aevb.infer.iw_elbo`, :mod:`~pyro_aevb.infer.iwae`, :mod:`~pyro_aevb.infer.rws`), the baselines wake-sleep
 (:mod:`~pyro_aevb.infer.wake_sleep`) and Monte Carlo EM (:mod:`~pyro_aevb.infer.mcem`), batched HMC

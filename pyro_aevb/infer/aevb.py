@@ -21,29 +21,28 @@ prior on θ; decaying φ too keeps one objective for all parameters).
 
 **Speed.** Pyro's bookkeeping (tracing, replay, per-site checks, one optimizer per parameter tensor)
 costs more per step than the paper's small nets do. So every step uses
-:class:`~pyro_aevb.optim.FusedAdagrad` (one optimizer over all parameters), and when ``vae`` is a
-:class:`~pyro_aevb.models.vae.VAE` whose ``model`` and ``guide`` are the class's own (its likelihood,
-:meth:`~pyro_aevb.models.vae.VAE.observation_dist`, may be swapped), every step computes the same estimator in
-closed form (:func:`~pyro_aevb.infer.sgvb.sgvb_loss`) from the same random draws, instead of tracing the
-model and the guide. Any other model (a swapped prior, a ``pyro.param`` of its own) trains through
-:class:`~pyro.infer.SVI`. The first step traces the model and the guide under the caller's validation
-setting, so that a model's mistakes surface there; later steps run without Pyro's validation.
+:class:`~pyro_aevb.optim.FusedAdagrad` (one optimizer over all parameters), and a model may hand the
+method its objective written out, as :class:`~pyro.infer.SVI` is handed its loss: the object whose
+``model`` and ``guide`` these are supplies ``closed_forms`` (:func:`~pyro_aevb.infer.util.closed_forms_of`),
+whose ``sgvb(estimator, num_particles)`` objective, bound to the model and guide at the first step,
+computes the same estimator from the same random draws without tracing. The paper's
+:class:`~pyro_aevb.models.vae.VAE` does (:class:`~pyro_aevb.models.closed_forms.PaperVAEClosedForms`);
+for any other model, or a pair its closed forms do not compute (a swapped prior, a ``pyro.param`` of
+its own), every step runs :class:`~pyro.infer.SVI`. The first step traces the model and the guide under
+the caller's validation setting, so that a model's mistakes surface there; later steps run without
+Pyro's validation.
 
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """
 
-import functools
-
 import pyro
-import pyro.poutine as poutine
-import torch
 from pyro.infer import SVI
 
-from pyro_aevb.infer.elbo import _cuda_devices, make_elbo
+from pyro_aevb.infer.descent import descend_phases, method_optim
+from pyro_aevb.infer.elbo import make_elbo
 from pyro_aevb.infer.method import TrainingMethod
-from pyro_aevb.optim import FusedAdagrad
-from pyro_aevb.infer.sgvb import sgvb_loss
-from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, paper_vae, per_datapoint
+from pyro_aevb.infer.sites import check_model
+from pyro_aevb.infer.util import check_num_data, closed_forms_of, model_and_guide, per_datapoint
 
 __all__ = ["AEVB", "PAPER_STEP_SIZES"]
 
@@ -58,7 +57,7 @@ class AEVB(TrainingMethod):
 
     Any model and guide of the class of :mod:`pyro_aevb.infer.sites` train unchanged: site names are
     free, a model may have several latent sites or constrained ones, and it may take the data set size
-    as ``num_data`` or not (then :func:`~pyro_aevb.infer.sites.per_datapoint` scales it by
+    as ``num_data`` or not (then :func:`~pyro_aevb.infer.util.per_datapoint` scales it by
     :math:`N/M` with :func:`~pyro.poutine.scale`). The first step checks the pair and names the site
     of any problem (:class:`~pyro_aevb.errors.UnsupportedModelError`).
 
@@ -70,50 +69,54 @@ class AEVB(TrainingMethod):
     :param int num_particles: L, samples of z per datapoint (the paper: 1).
     :param float weight_decay: precision :math:`\lambda` of the Gaussian prior on the parameters
         (the paper: 1); 0 turns it off.
-    :param bool fast_path: allow the direct computation of the estimator for the paper's own
-        :class:`~pyro_aevb.models.vae.VAE` (see the module's notes); ``False`` runs :class:`~pyro.infer.SVI`
-        at every step. Both give the same parameters up to floating-point rounding, for every
-        ``num_particles``: both draw the same random numbers in the same order, since the SVI path is
-        told the model's plate nesting (read off the first step's check) instead of guessing it with a
-        run of the model that draws numbers of its own.
+    :param bool fast_path: allow the estimator written out (see the module's notes), for the paper's
+        own :class:`~pyro_aevb.models.vae.VAE`; ``False`` runs :class:`~pyro.infer.SVI` at every step.
+        Both give the same parameters up to floating-point rounding, for every ``num_particles``: both
+        draw the same random numbers in the same order, since the SVI path is told the model's plate
+        nesting (read off the first step's check) instead of guessing it with a run of the model that
+        draws numbers of its own.
     :param optim: the optimizer, a :class:`~pyro.optim.PyroOptim` such as
         :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
         ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
+    :param closed_form: the objective written out, an object whose ``bind(model, guide, x, num_data)``
+        returns the steps (:class:`~pyro_aevb.models.closed_forms.Phase`) or ``None`` where it does not
+        compute this pair's; ``None``: the one the model's owner supplies, if any.
     """
 
     has_encoder = True
 
     def __init__(self, model, guide=None, *, estimator="B", lr=0.02, num_particles=1, weight_decay=1.0,
-                 fast_path=True, optim=None):
+                 fast_path=True, optim=None, closed_form=None):
         if estimator not in ("A", "B"):
             raise ValueError(f"estimator must be 'A' or 'B', got {estimator!r}")
         self.estimator = estimator
         elbo = make_elbo(estimator == "B", num_particles)
-        direct_loss = functools.partial(sgvb_loss, estimator=estimator, num_particles=elbo.num_particles)
-        self._build(model, guide, elbo, direct_loss, lr, weight_decay, fast_path, optim)
+        self._build(model, guide, elbo, lr, weight_decay, fast_path, optim, closed_form,
+                    lambda forms: forms.sgvb(estimator, elbo.num_particles))
 
-    def _build(self, model, guide, elbo, direct_loss, lr, weight_decay, fast_path, optim=None):
+    def _build(self, model, guide, elbo, lr, weight_decay, fast_path, optim, closed_form, owners_closed_form):
         """
         The parts every method of this kind shares: the optimizer, :class:`~pyro.infer.SVI` on ``elbo``
-        (an object with Pyro's ELBO interface), and ``direct_loss(vae, x, num_data)``, the same objective
-        written out for the paper's own :class:`~pyro_aevb.models.vae.VAE` (the fast path). ``optim``: as the
-        class's parameter of that name (``None``: the paper's Adagrad with ``lr`` and ``weight_decay``).
+        (an object with Pyro's ELBO interface), and the same objective written out, ``closed_form``, or
+        else ``owners_closed_form(forms)`` of the closed forms that the model's owner supplies (the fast
+        path). ``optim``: as the class's parameter of that name (``None``: the paper's Adagrad with ``lr``
+        and ``weight_decay``).
         """
-        _check_optim(lr, weight_decay)
+        self.optim = method_optim(lr, weight_decay, optim)
         self.model, self.guide, self.vae = model_and_guide(model, guide)
-        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay}) if optim is None else optim
         self.elbo = elbo
         self.svi = SVI(per_datapoint(self.model), per_datapoint(self.guide), self.optim, self.elbo)
         self.num_particles = self.elbo.num_particles
         self.fast_path = bool(fast_path)
-        self._direct_loss = direct_loss
+        forms = closed_forms_of(self.model) if closed_form is None and self.fast_path else None
+        self.closed_form = owners_closed_form(forms) if forms is not None else closed_form
         self._first_step = True
-        self._params = None  # the trained tensors on the direct path, once the first step has found them
+        self._phases = None  # the closed form's steps, once the first step has bound it
 
     @property
     def uses_fast_path(self):
-        """Whether the steps compute the estimator in closed form rather than through SVI (known after the first)."""
-        return self._params is not None
+        """Whether the steps compute the objective written out rather than through SVI (known after the first)."""
+        return self._phases is not None
 
     def step(self, x, num_data=None, *, idx=None):
         r"""
@@ -133,22 +136,14 @@ class AEVB(TrainingMethod):
             nesting = check_model(self.model, x, self.guide).max_plate_nesting
             # As Pyro's own guess counts it: one more plate for the vectorised particles.
             self.elbo.max_plate_nesting = nesting + int(self.elbo.vectorize_particles and self.num_particles > 1)
-            vae = paper_vae(self.model, self.guide) if self.fast_path else None
-            self._params = _direct_params(vae, x, num_data) if vae is not None else None
-            if self._params is None:
+            if self.fast_path and self.closed_form is not None:
+                self._phases = self.closed_form.bind(self.model, self.guide, x, num_data)
+            if self._phases is None:
                 return self.svi.step(x, num_data)
         with pyro.validation_enabled(False):
-            if self._params is None:
+            if self._phases is None:
                 return self.svi.step(x, num_data)
-            return self._direct_step(x, num_data)
-
-    def _direct_step(self, x, num_data):
-        loss = self._direct_loss(self.vae, x, num_data)
-        loss.backward()
-        self.optim(self._params)
-        for p in self._params:
-            p.grad = None
-        return loss.item()
+            return descend_phases(self.optim, self._phases, x, num_data)
 
     def state_dict(self):
         return {"optim": self.optim.get_state()}
@@ -156,33 +151,3 @@ class AEVB(TrainingMethod):
     def load_state_dict(self, state):
         self.optim.set_state(state["optim"])
 
-
-def _direct_params(vae, x, num_data):
-    """
-    The parameters :func:`sgvb_loss` trains, in Pyro's param store, if it computes ``vae``'s objective:
-    ``vae`` is the paper's own :class:`~pyro_aevb.models.vae.VAE` (:func:`~pyro_aevb.infer.sites.paper_vae`);
-    its sites must be exactly ``"z"`` and ``"x"``, and its parameters those of its modules (no
-    ``pyro.param`` of its own). ``None`` otherwise.
-    """
-    with torch.random.fork_rng(devices=_cuda_devices(x)), torch.no_grad():
-        with poutine.block():
-            guide_trace = poutine.trace(vae.guide).get_trace(x, num_data)
-            model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x, num_data)
-    traces = [poutine.util.prune_subsample_sites(trace) for trace in (model_trace, guide_trace)]
-    sites = {
-        kind: {name for trace in traces for name, site in trace.nodes.items() if site["type"] == kind}
-        for kind in ("sample", "param")
-    }
-    if sites["sample"] != {"z", "x"}:
-        return None
-    store = pyro.get_param_store()
-    params = [store[name].unconstrained() for name in sorted(sites["param"])]
-    own = [p for p in vae.parameters() if p.requires_grad]
-    if {id(p) for p in params} != {id(p) for p in own} or len(params) != len(own):
-        return None
-    return params
-
-
-def _check_optim(lr, weight_decay):
-    if not lr > 0 or not weight_decay >= 0:
-        raise ValueError(f"need lr > 0 and weight_decay >= 0, got {lr} and {weight_decay}")

@@ -42,16 +42,13 @@ from collections import namedtuple
 
 import pyro
 import torch
-import torch.nn.functional as F
 
 from pyro_aevb._checks import check_whole
 from pyro_aevb.infer import hmc
 from pyro_aevb.infer.importance_weights import log_mean_exp
 from pyro_aevb.infer.progress import part, report
-from pyro_aevb.infer.sites import check_model, paper_vae, repeat_rows
-from pyro_aevb.models.distributions import HALF_LOG_2PI
-from pyro_aevb.models.vae import flat_rows
-from pyro_aevb.models.nets import loc_and_log_var
+from pyro_aevb.infer.sites import check_model
+from pyro_aevb.infer.util import closed_forms_of, repeat_rows
 
 __all__ = [
     "AISResult", "anneal", "bf16_supported", "default_chunk_size", "linear_schedule", "log_marginal",
@@ -310,20 +307,6 @@ def _pilot(potential, z, parts, betas, steps, log_step, num_steps, target_accept
 
 # Rows (chains x datapoints) advanced together: the datapoints are taken in chunks of this many rows.
 _CHUNK_ROWS = 2**12
-
-
-def _fused_bernoulli(vae):
-    """Whether ``vae``'s likelihood is the library's Bernoulli MLP decoder itself (logits = loc(features(z)))."""
-    from pyro_aevb.models.nets import BernoulliMLPDecoder
-    from pyro_aevb.models.vae import VAE
-
-    return (
-        vae.likelihood == "bernoulli"
-        and type(vae).observation_dist is VAE.observation_dist
-        and type(vae.decoder).forward is BernoulliMLPDecoder.forward
-    )
-
-
 class _ModelPath:
     r"""
     The path of annealing distributions of a model for the ``B`` datapoints ``x``: states are the
@@ -334,75 +317,33 @@ class _ModelPath:
     target :math:`p(x, z)`: the Jacobian is the same factor in both, so the path's normaliser is still
     :math:`p(x)`.
 
-    For the paper's VAE (:func:`~pyro_aevb.infer.sites.paper_vae`), the densities come from the nets
-    directly, without tracing the model at each leapfrog step; for its Bernoulli decoder,
-    :math:`\log p(x|z) = x \cdot \ell - \sum_j \mathrm{softplus}(\ell_j)` with the logits
-    :math:`\ell = W h + b`, whose first term is :math:`h \cdot (W^\top x) + b \cdot x` with
-    :math:`W^\top x` computed once per datapoint.
-
-    With ``precision="bf16"``, the gradients of the inner leapfrog steps of that decoder take their
-    matrix products in bfloat16 (:func:`_fused_gradients`); every density, and the gradient at the
-    ends of each trajectory, stays in float32.
+    The densities come from traces of the model and the guide, except where closed forms written out
+    for them are handed in: ``closed_forms.annealing(space, model, x, guide, precision)`` (by default,
+    those that the owner of the model, or else of the guide, supplies: the paper's
+    :class:`~pyro_aevb.models.vae.VAE` does, :meth:`PaperVAEClosedForms.annealing
+    <pyro_aevb.models.closed_forms.PaperVAEClosedForms.annealing>`) returns an object with the
+    datapoints ``x`` it reads, ``model_densities(u) -> (log_prior, log_joint)`` (or ``None``: traced),
+    ``direct_guide`` and ``log_guide(u)`` (the guide's density; ``direct_guide`` ``None``: traced),
+    ``gradients`` (as :func:`run` takes them; ``None``: autograd) and ``bf16`` (whether
+    ``precision="bf16"`` applies), or ``None``.
 
     :param LatentSpace space: the model's latent space (from :func:`~pyro_aevb.infer.sites.check_model`).
     :param str precision: ``"fp32"`` or ``"bf16"`` (see :func:`bf16_supported`).
+    :param closed_forms: the closed forms to ask; ``None``: the model's or the guide's owner's.
     """
 
-    def __init__(self, space, model, x, guide=None, precision="fp32"):
-        self.vae = paper_vae(model)
-        if self.vae is not None:
-            x = flat_rows(x)  # the paper's nets take each datapoint flattened
-        self.space, self.model, self.x, self.guide = space, model, x, guide
-        self.batch_size = x.shape[0]
+    def __init__(self, space, model, x, guide=None, precision="fp32", closed_forms=None):
+        forms = closed_forms or closed_forms_of(model) or closed_forms_of(guide)
+        self.closed = forms.annealing(space, model, x, guide, precision) if forms is not None else None
+        closed = self.closed
+        self.space, self.model, self.x, self.guide = space, model, x if closed is None else closed.x, guide
+        self.batch_size = self.x.shape[0]
         self.dim = space.dim
         self._x_rows = {}
-        self.direct_guide = None
-        self._x_proj = None
-        self.gradients = None  # autograd through densities, unless written out below
-        self._bf16 = None  # the decoder's weights in bfloat16, for precision="bf16"
-        if self.vae is None:
-            self._own_guide(guide)
-            if precision == "bf16":
-                warnings.warn(_BF16_ELSEWHERE, stacklevel=4)
-            return
-        with torch.no_grad():
-            if guide is not None and paper_vae(model, guide) is self.vae:
-                self.direct_guide = loc_and_log_var(self.vae.encoder, x)
-            if _fused_bernoulli(self.vae):
-                last = self.vae.decoder.loc
-                self._x_proj = (x @ last.weight, x @ last.bias)  # [B, H] and [B]
-                if guide is None or self.direct_guide is not None:
-                    # The bias as one more column of the weights, against a column of ones after h: the
-                    # logits in one product, without addmm's copy of the bias into every row.
-                    self._w_bias = torch.cat([last.weight, last.bias[:, None]], 1)  # [X, H + 1]
-                    self._x_proj_bias = x @ self._w_bias  # [B, H + 1]: (W^T x, b . x)
-                    self.gradients = self._fused_gradients
-                    if precision == "bf16":
-                        hidden = self.vae.decoder.hidden
-                        self._bf16 = (hidden.weight.bfloat16(), hidden.bias.bfloat16(), self._w_bias.bfloat16(),
-                                      last.weight.bfloat16())
-        if precision == "bf16" and self._bf16 is None:
+        self.direct_guide = None if closed is None else closed.direct_guide
+        self.gradients = None if closed is None else closed.gradients  # None: autograd through densities
+        if precision == "bf16" and (closed is None or not closed.bf16):
             warnings.warn(_BF16_ELSEWHERE, stacklevel=4)
-
-    def _own_guide(self, guide):
-        """
-        A model outside the paper's class with the VAE's own guide, over one latent site ``"z"`` of real
-        values: the encoder's Gaussian once per chunk, in closed form, instead of a trace of the guide (and
-        a pass through the encoder) at every leapfrog step. Its distribution depends on ``x`` alone.
-        """
-        from pyro_aevb.models.vae import VAE
-
-        owner = getattr(guide, "__self__", None)
-        if not isinstance(owner, VAE) or getattr(guide, "__func__", None) is not VAE.guide:
-            return
-        if self.space.names != ["z"] or self.dim != owner.z_dim:
-            return
-        with torch.no_grad():  # "z" takes any real value: its map from the unconstrained space is the identity
-            probe = torch.randn(2, self.dim, dtype=self.x.dtype, device=self.x.device)
-            values, log_jacobian = self.space.unpack(probe)
-            if not torch.equal(values["z"].reshape(probe.shape), probe) or torch.as_tensor(log_jacobian).any():
-                return
-            self.direct_guide = loc_and_log_var(owner.encoder, self.x)
 
     def rows(self, num_chains):
         """``x`` repeated ``num_chains`` times along the rows: row ``k * B + b`` is datapoint ``b``."""
@@ -416,92 +357,21 @@ class _ModelPath:
             u = self.space.sample_start(self.rows(num_chains), self.guide)
         return u.reshape(num_chains, self.batch_size, self.dim)
 
-    def _log_lik(self, z):
-        if self._x_proj is None:
-            from pyro_aevb.infer.sgvb import log_likelihood
-
-            return log_likelihood(self.vae, z, self.x)
-        decoder = self.vae.decoder
-        h = decoder.features(z)
-        x_weight, x_bias = self._x_proj
-        return (h * x_weight).sum(-1) + x_bias - F.softplus(decoder.loc(h)).sum(-1)
-
-    def _fused_gradients(self, u, values=True):
-        r"""
-        ``(log_p0, log_joint, grad_log_p0, grad_log_joint)`` at ``u`` ``[C, B, D]`` for the paper's VAE
-        with its Bernoulli decoder, the gradients written out: with :math:`h = \tanh(W_1 z + b_1)` and
-        the logits :math:`\ell = W h + b`, :math:`\nabla_z \log p(x|z) = W_1^\top ((1 - h^2) \odot
-        W^\top (x - \sigma(\ell)))`, one sigmoid per pixel and no softplus; the softplus of the log-likelihood
-        only with ``values``.
-        """
-        with torch.no_grad():  # no graph through the parameters
-            if self._bf16 is not None and not values:
-                return None, None, self._guide_grad(u), self._bf16_grad(u) - u
-            return self._fused_terms(u, values)
-
-    def _bf16_grad(self, u):
-        r"""
-        :math:`\nabla_z \log p(x|z)` with the products in bfloat16 (AMX), for the inner leapfrog steps.
-        Any force that is a function of the position alone keeps the leapfrog map volume-preserving and,
-        used alike at the inner steps of every trajectory, reversible; the energies of the accept test
-        and the weights are float32. So the chains and the weights stay exact; only the acceptance rate
-        can fall.
-        """
-        w_hidden, b_hidden, w_bias, w_last = self._bf16
-        h = torch.tanh(F.linear(u.bfloat16(), w_hidden, b_hidden))
-        grad_h = self._x_proj[0] - (torch.sigmoid_(F.pad(h, (0, 1), value=1.0) @ w_bias.T) @ w_last).float()
-        return (grad_h * (1 - h.float().square())) @ self.vae.decoder.hidden.weight
-
-    def _guide_grad(self, u):
-        if self.direct_guide is None:
-            return -u
-        loc, log_var = self.direct_guide
-        return (loc - u) * torch.exp(-log_var)
-
-    def _fused_terms(self, u, values):
-        decoder = self.vae.decoder
-        h = torch.tanh(decoder.hidden(u))
-        h_one = F.pad(h, (0, 1), value=1.0)  # [C, B, H + 1]
-        logits = h_one @ self._w_bias.T
-        log_lik = (h_one * self._x_proj_bias).sum(-1) - F.softplus(logits).sum(-1) if values else None
-        grad_h = self._x_proj[0] - torch.sigmoid_(logits) @ decoder.loc.weight
-        grad_lik = (grad_h * (1 - h.square())) @ decoder.hidden.weight
-        grad_p0 = self._guide_grad(u)
-        if not values:
-            log_p0 = None
-        elif self.direct_guide is None:
-            log_p0 = -0.5 * u.square().sum(-1) - HALF_LOG_2PI * self.dim
-        else:
-            log_p0 = self._log_guide(u)
-        log_joint = -0.5 * u.square().sum(-1) - HALF_LOG_2PI * self.dim + log_lik if values else None
-        return log_p0, log_joint, grad_p0, grad_lik - u
-
-    def _log_guide(self, u):
-        loc, log_var = self.direct_guide
-        return -0.5 * ((u - loc).square() * torch.exp(-log_var) + log_var).sum(-1) - HALF_LOG_2PI * self.dim
-
     def densities(self, u):
         """``(log_p0, log_joint)`` ``[C, B]`` at the states ``u`` ``[C, B, D]``."""
         num_chains = u.shape[0]
-        if self.vae is not None:  # z = u: the prior N(0, I) and the guide's Gaussian in closed form
-            log_prior = -0.5 * u.square().sum(-1) - HALF_LOG_2PI * self.dim
-            log_joint = log_prior + self._log_lik(u)
-            if self.guide is None:
-                return log_prior, log_joint
-            if self.direct_guide is not None:
-                return self._log_guide(u), log_joint
-            rows = u.reshape(num_chains * self.batch_size, self.dim)
-            log_q = self.space.log_guide(self.guide, self.rows(num_chains), rows)
-            return log_q.reshape(num_chains, self.batch_size), log_joint
         rows = u.reshape(num_chains * self.batch_size, self.dim)
-        x_rows = self.rows(num_chains)
-        log_prior, log_lik = self.space.log_joint(x_rows, rows, jacobian=True)
-        log_joint = (log_prior + log_lik).reshape(num_chains, self.batch_size)
+        if self.closed is not None and self.closed.model_densities is not None:
+            log_prior, log_joint = self.closed.model_densities(u)
+        else:
+            log_prior, log_lik = self.space.log_joint(self.rows(num_chains), rows, jacobian=True)
+            log_joint = (log_prior + log_lik).reshape(num_chains, self.batch_size)
+            log_prior = log_prior.reshape(num_chains, self.batch_size)
         if self.guide is None:
-            return log_prior.reshape(num_chains, self.batch_size), log_joint
+            return log_prior, log_joint
         if self.direct_guide is not None:
-            return self._log_guide(u), log_joint
-        return self.space.log_guide(self.guide, x_rows, rows).reshape(num_chains, self.batch_size), log_joint
+            return self.closed.log_guide(u), log_joint
+        return self.space.log_guide(self.guide, self.rows(num_chains), rows).reshape(num_chains, self.batch_size), log_joint
 
 
 _BF16_ELSEWHERE = ("precision='bf16' applies to the paper's VAE with its Bernoulli decoder (and chains from the prior "

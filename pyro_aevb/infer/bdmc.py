@@ -20,7 +20,8 @@ import torch
 from pyro_aevb._checks import check_whole
 from pyro_aevb.infer import ais
 from pyro_aevb.infer.importance_weights import log_mean_exp
-from pyro_aevb.infer.sites import check_model, trace_model
+from pyro_aevb.infer.sites import check_model
+from pyro_aevb.infer.util import trace_model
 
 __all__ = ["bdmc", "simulate"]
 

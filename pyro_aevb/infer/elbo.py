@@ -17,6 +17,8 @@ import contextlib
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
+from pyro_aevb.infer.util import cuda_devices
+
 __all__ = ["lower_bound", "make_elbo"]
 
 
@@ -58,7 +60,7 @@ def lower_bound(model, guide, x, num_particles=1, analytic_kl=True, chunk_size=2
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x must have shape [N, ...] with N > 0 datapoints, got {tuple(x.shape)}")
     elbo = make_elbo(analytic_kl, num_particles)
-    rng = torch.random.fork_rng(devices=_cuda_devices(x)) if seed is not None else contextlib.nullcontext()
+    rng = torch.random.fork_rng(devices=cuda_devices(x)) if seed is not None else contextlib.nullcontext()
     total = 0.0
     with rng, torch.no_grad():
         if seed is not None:
@@ -66,7 +68,3 @@ def lower_bound(model, guide, x, num_particles=1, analytic_kl=True, chunk_size=2
         for chunk in torch.split(x, chunk_size):
             total -= elbo.loss(model, guide, chunk)
     return total / x.shape[0]
-
-
-def _cuda_devices(x):
-    return [x.device] if x.device.type == "cuda" else []

@@ -29,7 +29,8 @@ from pyro.distributions import MultivariateNormal
 from pyro_aevb._checks import check_number, check_whole
 from pyro_aevb.infer import ais, hmc
 from pyro_aevb.infer.progress import part, report
-from pyro_aevb.infer.sites import check_model, repeat_rows
+from pyro_aevb.infer.sites import check_model
+from pyro_aevb.infer.util import repeat_rows
 
 __all__ = [
     "appendix_d_estimate", "default_is_chunk_size", "hmc_log_marginal", "is_log_marginal", "log_marginal_likelihood",

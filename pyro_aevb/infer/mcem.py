@@ -36,13 +36,12 @@ constrained ones, which the HMC E-step moves in the unconstrained space
 import torch
 
 from pyro_aevb._checks import check_number, check_whole
-from pyro_aevb.infer.aevb import _check_optim
+from pyro_aevb.infer.descent import ValidatedOnce, descend, method_optim, trace_params
 from pyro_aevb.infer.hmc import StepSizeAdapter, hmc_step
 from pyro_aevb.infer.marginal import resampled_start
 from pyro_aevb.infer.method import TrainingMethod
-from pyro_aevb.infer.sites import check_model, check_num_data, model_and_guide, repeat_rows, trace_model
-from pyro_aevb.infer.wake_sleep import ValidatedOnce, _descend
-from pyro_aevb.optim import FusedAdagrad
+from pyro_aevb.infer.sites import check_model
+from pyro_aevb.infer.util import check_num_data, model_and_guide, repeat_rows, trace_model
 
 __all__ = ["ImportanceMCEM", "MCEM", "complete_log_likelihood"]
 
@@ -73,9 +72,8 @@ class _MonteCarloEM(TrainingMethod):
 
     def __init__(self, model, lr, weight_decay, num_m_steps, optim=None):
         self.num_m_steps = check_whole("num_m_steps", num_m_steps)
-        _check_optim(lr, weight_decay)
         self.model = model_and_guide(model, need_guide=False)[0]
-        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay}) if optim is None else optim
+        self.optim = method_optim(lr, weight_decay, optim)
         self._validation = ValidatedOnce()
         self.space = None  # the model's latent sites, found at the first step
 
@@ -105,7 +103,7 @@ class _MonteCarloEM(TrainingMethod):
             losses = []
             for _ in range(self.num_m_steps):
                 joint, trace = complete_log_likelihood(self.space, x, z)
-                losses.append(_descend(self.optim, -scale * (weights * joint).sum(), trace))
+                losses.append(descend(self.optim, -scale * (weights * joint).sum(), trace_params(trace)))
         return losses[0]
 
     def state_dict(self):

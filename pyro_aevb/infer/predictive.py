@@ -12,7 +12,8 @@ user's choice, are honoured.
 
 import torch
 
-from pyro_aevb.infer.sites import LatentSpace, trace_model
+from pyro_aevb.infer.sites import LatentSpace
+from pyro_aevb.infer.util import trace_model
 
 __all__ = ["decode", "reconstruct", "sample_means"]
 

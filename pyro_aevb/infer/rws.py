@@ -13,14 +13,14 @@ gradient and weighted by :math:`w_k = p_\theta(x, z_k) / q_\phi(z_k|x)`:
   fantasies, as :func:`~pyro_aevb.infer.wake_sleep.sleep_loss` does for wake-sleep.
 
 All are N/M-scaled, and one optimizer step on their sum moves :math:`\theta` and :math:`\phi` together.
+As for :class:`~pyro_aevb.infer.aevb.AEVB`, a model may hand the method this loss written out (the
+paper's own :class:`~pyro_aevb.models.vae.VAE`: :func:`~pyro_aevb.models.closed_forms.rws_loss`).
 Unlike :class:`pyro.infer.ReweightedWakeSleep`, which keeps one weight per particle for the whole
 batch, the weights are per datapoint (:class:`~pyro_aevb.infer.iw_elbo.ParticleLayout`), so
 minibatches train the right objective.
 
 [1] Reweighted Wake-Sleep, Jörg Bornschein, Yoshua Bengio (2015)
 """
-
-import functools
 
 import torch
 from pyro.infer.elbo import ELBO
@@ -30,33 +30,21 @@ from pyro_aevb._checks import check_whole
 from pyro_aevb.infer.aevb import AEVB
 from pyro_aevb.infer.importance_weights import log_mean_exp, wake_phi_surrogate, with_gradient_of
 from pyro_aevb.infer.iw_elbo import ParticleLayout, particle_traces
-from pyro_aevb.infer.iwae import vae_log_weights
-from pyro_aevb.infer.sites import check_model, minibatch_scale
-from pyro_aevb.infer.wake_sleep import direct_sleep_loss, sleep_loss
+from pyro_aevb.infer.sites import check_model
+from pyro_aevb.infer.wake_sleep import sleep_loss
 
-__all__ = ["RWS", "ReweightedWakeSleepLoss", "rws_loss"]
+__all__ = ["RWS", "ReweightedWakeSleepLoss", "rws_wake_loss"]
 
 
-def _wake(log_p, log_q, scale):
-    """The loss ``-scale * sum L_K`` with the gradient of wake-θ plus wake-φ, from ``[K, M]`` log-densities."""
+def rws_wake_loss(log_p, log_q, scale):
+    r"""
+    The loss ``-scale * sum L_K`` with the gradient of wake-θ plus wake-φ, from the ``[K, M]``
+    log-densities :math:`\log p_\theta(x, z_k)` and :math:`\log q_\phi(z_k|x)` of particles drawn
+    without gradient.
+    """
     log_w = log_p - log_q.detach()
     bound = log_mean_exp(log_w).sum()
     return -scale * with_gradient_of(bound, bound + wake_phi_surrogate(log_w, log_q).sum())
-
-
-def rws_loss(vae, x, num_data=None, num_particles=5, sleep_phi=False):
-    r"""
-    The loss :math:`-\frac{N}{M}\sum_i \hat{\mathcal{L}}_K(x^{(i)})` of reweighted wake-sleep for a
-    :class:`~pyro_aevb.models.vae.VAE` with the class's ``model`` and ``guide``, from the nets, with
-    the gradient of the wake-θ and wake-φ updates (and of sleep-φ, with ``sleep_phi``, whose loss is not
-    added to the value).
-    """
-    log_p, log_q = vae_log_weights(vae, x, num_particles, draws="fixed")[:2]
-    loss = _wake(log_p, log_q, minibatch_scale(x, num_data))
-    if sleep_phi:
-        sleep = direct_sleep_loss(vae, x, num_data)
-        loss = with_gradient_of(loss, loss + sleep)
-    return loss
 
 
 class ReweightedWakeSleepLoss(ELBO):
@@ -85,7 +73,7 @@ class ReweightedWakeSleepLoss(ELBO):
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
         layout = ParticleLayout(model_trace, guide_trace, self.num_particles, self.max_plate_nesting)
         latents = {name for name, site in guide_trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]}
-        loss = _wake(layout.log_density(model_trace), layout.log_density(guide_trace, latents), layout.scale)
+        loss = rws_wake_loss(layout.log_density(model_trace), layout.log_density(guide_trace, latents), layout.scale)
         if self.sleep_phi and torch.is_grad_enabled():
             x, num_data = args[0], (args[1] if len(args) > 1 else kwargs.get("num_data"))
             if self._space is None:
@@ -109,7 +97,7 @@ class RWS(AEVB):
     r"""
     The reweighted wake-sleep training method [1]: :class:`~pyro.infer.SVI` on
     :class:`ReweightedWakeSleepLoss`, built and run as :class:`~pyro_aevb.infer.aevb.AEVB` is (its
-    optimizer, weight decay, first-step check of the model, and the direct computation for the paper's
+    optimizer, weight decay, first-step check of the model, and the loss written out for the paper's
     own VAE). A step returns the N-scaled negative importance-weighted bound.
 
     :param callable model: the model; or an object with ``.model`` and ``.guide``, with ``guide`` left out.
@@ -118,14 +106,16 @@ class RWS(AEVB):
     :param bool sleep_phi: add the sleep-φ phase (the model needs one observed site, holding x).
     :param float lr: the optimizer's step size.
     :param float weight_decay: precision of the Gaussian prior on the parameters.
-    :param bool fast_path: allow the direct computation for the paper's own VAE.
+    :param bool fast_path: allow the loss written out, for the paper's own VAE.
     :param optim: the optimizer, as :class:`~pyro_aevb.infer.aevb.AEVB`'s (``None``: the paper's Adagrad).
+    :param closed_form: the loss written out, as :class:`~pyro_aevb.infer.aevb.AEVB`'s (``None``: the
+        model owner's ``closed_forms.rws(num_particles, sleep_phi)``, if any).
     """
 
     def __init__(self, model, guide=None, *, num_particles=5, sleep_phi=False, lr=0.02, weight_decay=1.0,
-                 fast_path=True, optim=None):
+                 fast_path=True, optim=None, closed_form=None):
         num_particles = check_whole("num_particles", num_particles, 1)
         self.sleep_phi = bool(sleep_phi)
         loss = ReweightedWakeSleepLoss(num_particles, self.sleep_phi)
-        direct_loss = functools.partial(rws_loss, num_particles=num_particles, sleep_phi=self.sleep_phi)
-        self._build(model, guide, loss, direct_loss, lr, weight_decay, fast_path, optim)
+        self._build(model, guide, loss, lr, weight_decay, fast_path, optim, closed_form,
+                    lambda forms: forms.rws(num_particles, self.sleep_phi))

@@ -19,10 +19,12 @@ of the class of :mod:`pyro_aevb.infer.sites` (free site names, several latent si
 ``num_data`` or not) is trained unchanged. The sleep phase needs the model's one observed site, whose
 fantasy the guide then reads as its ``x``.
 
-**Speed.** As for AEVB (:mod:`pyro_aevb.infer.aevb`), when the model and guide are
-:class:`~pyro_aevb.models.vae.VAE`'s own (its likelihood may be swapped), :class:`WakeSleep` computes both
-losses directly from the nets after a first traced step (:func:`direct_wake_loss`,
-:func:`direct_sleep_loss`): the same densities from the same random draws, without tracing.
+**Speed.** As for AEVB (:mod:`pyro_aevb.infer.aevb`), a model may hand the method both losses written
+out: the closed forms that its owner supplies give ``wake_sleep()``, whose phases :class:`WakeSleep`
+steps after a first traced step (for the paper's own :class:`~pyro_aevb.models.vae.VAE`,
+:func:`~pyro_aevb.models.closed_forms.direct_wake_loss` and
+:func:`~pyro_aevb.models.closed_forms.direct_sleep_loss`): the same densities from the same random
+draws, without tracing.
 
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 
@@ -30,25 +32,16 @@ losses directly from the nets after a first traced step (:func:`direct_wake_loss
 Brendan J. Frey, Radford M. Neal (1995)
 """
 
-import contextlib
-
-import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from pyro_aevb.infer.aevb import _check_optim, _direct_params
+from pyro_aevb.infer.descent import ValidatedOnce, descend, descend_phases, method_optim, trace_params
 from pyro_aevb.infer.method import TrainingMethod
-from pyro_aevb.infer.sgvb import log_likelihood
-from pyro_aevb.models.distributions import HALF_LOG_2PI
-from pyro_aevb.models.nets import loc_and_log_var
-from pyro_aevb.models.vae import flat_rows
-from pyro_aevb.infer.sites import (
-    check_model, check_num_data, minibatch_scale, model_and_guide, paper_vae, per_datapoint, repeat_rows,
-)
-from pyro_aevb.optim import FusedAdagrad
+from pyro_aevb.infer.sites import check_model
+from pyro_aevb.infer.util import check_num_data, closed_forms_of, model_and_guide, per_datapoint, repeat_rows
 
-__all__ = ["WakeSleep", "direct_sleep_loss", "direct_wake_loss", "sleep_loss", "wake_loss"]
+__all__ = ["WakeSleep", "sleep_loss", "wake_loss"]
 
 
 def wake_loss(model, guide, x, num_data=None):
@@ -120,68 +113,6 @@ def sleep_loss(model, guide, x, num_data=None, space=None):
 _SLEEP = "wake-sleep's sleep phase, which feeds the guide the model's fantasy of x (train it with AEVB or MCEM),"
 
 
-def direct_wake_loss(vae, x, num_data=None):
-    r"""
-    :func:`wake_loss` for a :class:`~pyro_aevb.models.vae.VAE` with the class's ``model`` and ``guide``,
-    computed from the nets: :math:`z = \mu + \sigma \odot \epsilon` drawn as the guide draws it, then
-    :math:`-\frac{N}{M} \sum_i [\log \mathcal{N}(z^{(i)}; 0, I) + \log p_\theta(x^{(i)}|z^{(i)})]`.
-    """
-    x = flat_rows(x)
-    with torch.no_grad():
-        z_loc, z_log_var = loc_and_log_var(vae.encoder, x)
-        z = z_loc + z_loc.new_empty(z_loc.shape).normal_() * torch.exp(0.5 * z_log_var)
-    log_prior = -0.5 * (z**2).sum() - HALF_LOG_2PI * z.numel()
-    return -minibatch_scale(x, num_data) * (log_prior + log_likelihood(vae, z, x).sum())
-
-
-def direct_sleep_loss(vae, x, num_data=None):
-    r"""
-    :func:`sleep_loss` for a :class:`~pyro_aevb.models.vae.VAE` with the class's ``model`` and ``guide``,
-    computed from the nets: :math:`z \sim \mathcal{N}(0, I)` and the fantasy
-    :math:`x \sim p_\theta(x|z)` drawn as the model draws them, then
-    :math:`-\frac{N}{M} \sum_i \log q_\phi(z^{(i)}|x^{(i)})`.
-    """
-    with torch.no_grad():
-        z = x.new_empty(x.shape[0], vae.z_dim).normal_()
-        likelihood = vae.observation_dist(z)
-        fantasy = likelihood.rsample() if likelihood.has_rsample else likelihood.sample()
-    z_loc, z_log_var = loc_and_log_var(vae.encoder, fantasy)
-    log_scale = 0.5 * z_log_var  # the guide's LogScaleNormal: no log of an exponential
-    log_q = (-0.5 * ((z - z_loc) * torch.exp(-log_scale)) ** 2 - log_scale).sum() - HALF_LOG_2PI * z.numel()
-    return -minibatch_scale(x, num_data) * log_q
-
-
-def _descend(optim, loss, trace):
-    """
-    One step of ``optim`` on the parameters that ``trace`` touched (its ``"param"`` sites, as Pyro's
-    SVI collects them), and no other: their gradients are reset to ``None`` afterwards, so a later
-    step on another trace does not apply weight decay to them again.
-    """
-    params = {site["value"].unconstrained() for site in trace.nodes.values() if site["type"] == "param"}
-    loss.backward()
-    optim(params)
-    for p in params:
-        p.grad = None
-    return loss.item()
-
-
-class ValidatedOnce:
-    """
-    Pyro's validation (of distribution arguments and supports at every sample site) under the caller's
-    setting on the first step only, off afterwards, as :class:`~pyro_aevb.infer.aevb.AEVB` does: a model's
-    mistakes surface at the first step, and later steps skip the per-site checks.
-    """
-
-    def __init__(self):
-        self._first = True
-
-    def __call__(self):
-        if self._first:
-            self._first = False
-            return contextlib.nullcontext()
-        return pyro.validation_enabled(False)
-
-
 class WakeSleep(TrainingMethod):
     r"""
     The wake-sleep training method [2] as [1] ran it: on each minibatch, one Adagrad step of
@@ -205,29 +136,35 @@ class WakeSleep(TrainingMethod):
     :param optim: the optimizer, a :class:`~pyro.optim.PyroOptim` such as
         :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
         ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
-    :param bool fast_path: compute both losses from the nets for the paper's own
+    :param bool fast_path: compute both losses written out, for the paper's own
         :class:`~pyro_aevb.models.vae.VAE` (``False`` traces the model and guide at every step).
+    :param closed_form: both losses written out, an object whose ``bind(model, guide, x, num_data)``
+        returns the two phases (:class:`~pyro_aevb.models.closed_forms.Phase`: the wake loss and the
+        decoder's parameters, the sleep loss and the encoder's) or ``None`` where it does not compute
+        this pair's; ``None``: the model owner's ``closed_forms.wake_sleep()``, if any.
     """
 
     has_encoder = True
 
-    def __init__(self, model, guide=None, *, lr=0.02, num_particles=1, weight_decay=1.0, fast_path=True, optim=None):
+    def __init__(self, model, guide=None, *, lr=0.02, num_particles=1, weight_decay=1.0, fast_path=True, optim=None,
+                 closed_form=None):
         if int(num_particles) != num_particles or num_particles < 1:
             raise ValueError(f"num_particles must be a positive integer, got {num_particles}")
-        _check_optim(lr, weight_decay)
+        self.optim = method_optim(lr, weight_decay, optim)
         self.model, self.guide, self.vae = model_and_guide(model, guide)
         self.fast_path = bool(fast_path)
+        forms = closed_forms_of(self.model) if closed_form is None and self.fast_path else None
+        self.closed_form = forms.wake_sleep() if forms is not None else closed_form
         self.num_particles = int(num_particles)
-        self.optim = FusedAdagrad({"lr": lr, "weight_decay": weight_decay}) if optim is None else optim
         self._validation = ValidatedOnce()
         self._first_step = True
         self._space = None
-        self._phase_params = None  # (decoder, encoder) parameters on the direct path
+        self._phases = None  # the closed form's (wake, sleep) steps, once the first step has bound it
 
     @property
     def uses_fast_path(self):
-        """Whether the steps compute the losses from the nets rather than from traces (known after the first)."""
-        return self._phase_params is not None
+        """Whether the steps compute the losses written out rather than from traces (known after the first)."""
+        return self._phases is not None
 
     def step(self, x, num_data=None, *, idx=None):
         """
@@ -247,28 +184,20 @@ class WakeSleep(TrainingMethod):
             self._first_step = False
             self._space = check_model(self.model, x, self.guide)
             self._space.observed_site(_SLEEP)
-            vae = paper_vae(self.model, self.guide) if self.fast_path else None
-            if vae is not None and _direct_params(vae, x, num_data) is not None:
-                self._phase_params = (list(vae.decoder.parameters()), list(vae.encoder.parameters()))
+            if self.fast_path and self.closed_form is not None:
+                self._phases = self.closed_form.bind(self.model, self.guide, x, num_data)
             with self._validation():  # the first step traces, under the caller's validation setting
                 return self._traced_step(x, num_data)
-        if self._phase_params is None:
-            with self._validation():
-                return self._traced_step(x, num_data)
-        losses = []
         with self._validation():  # off: distributions built by a swapped likelihood skip their checks
-            for loss_fn, params in zip((direct_wake_loss, direct_sleep_loss), self._phase_params):
-                loss = loss_fn(self.vae, x, num_data)
-                loss.backward()
-                self.optim(params)
-                for p in params:
-                    p.grad = None
-                losses.append(loss.item())
-        return sum(losses)
+            if self._phases is None:
+                return self._traced_step(x, num_data)
+            return descend_phases(self.optim, self._phases, x, num_data)
 
     def _traced_step(self, x, num_data):
-        wake = _descend(self.optim, *wake_loss(self.model, self.guide, x, num_data))
-        sleep = _descend(self.optim, *sleep_loss(self.model, self.guide, x, num_data, self._space))
+        wake_loss_value, wake_trace = wake_loss(self.model, self.guide, x, num_data)
+        wake = descend(self.optim, wake_loss_value, trace_params(wake_trace))
+        sleep_loss_value, sleep_trace = sleep_loss(self.model, self.guide, x, num_data, self._space)
+        sleep = descend(self.optim, sleep_loss_value, trace_params(sleep_trace))
         return wake + sleep
 
     def state_dict(self):

@@ -34,10 +34,16 @@ __all__ = [
     "GaussianMLPDecoder",
     "GaussianMLPEncoder",
     "activation",
+    "flat_rows",
     "hidden_dims",
     "init_normal_",
     "loc_and_log_var",
 ]
+
+
+def flat_rows(x):
+    """``x`` ``[M, ...]`` as ``[M, D]``, one flattened datapoint a row (a view where it can be): what the nets take."""
+    return x if x.dim() == 2 else x.reshape(x.shape[0], -1)
 
 
 def init_normal_(module, std=0.01):

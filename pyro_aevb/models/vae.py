@@ -26,17 +26,13 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyro_aevb.models.closed_forms import PaperVAEClosedForms
 from pyro_aevb.models.distributions import LogScaleNormal
-from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, loc_and_log_var
+from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, flat_rows, loc_and_log_var
 
 __all__ = ["LIKELIHOODS", "VAE", "data_plate", "flat_rows"]
 
 LIKELIHOODS = ("bernoulli", "gaussian")
-
-
-def flat_rows(x):
-    """``x`` ``[M, ...]`` as ``[M, D]``, one flattened datapoint a row (a view where it can be)."""
-    return x if x.dim() == 2 else x.reshape(x.shape[0], -1)
 
 
 def data_plate(x, num_data=None):
@@ -74,7 +70,15 @@ class VAE(nn.Module):
 
     Subclasses that change :meth:`model` keep the constructor's arguments; extra constructor arguments
     must be JSON-serialisable keyword arguments, so that :func:`pyro_aevb.load_run` can rebuild them.
+
+    The training methods and annealed importance sampling compute this class's own model and guide in
+    closed form, from the nets (:attr:`closed_forms`); a subclass that overrides :meth:`model` or
+    :meth:`guide` runs through Pyro's traces instead.
     """
+
+    #: The closed forms of the paper's model (:class:`~pyro_aevb.models.closed_forms.PaperVAEClosedForms`),
+    #: the methods' fast paths.
+    closed_forms = PaperVAEClosedForms()
 
     def __init__(self, x_dim, z_dim, hidden_dim, likelihood="bernoulli", init_std=0.01, activation="tanh"):
         super().__init__()

@@ -17,7 +17,8 @@ from torch import nn
 import pyro_aevb
 from pyro_aevb import AEVB, MCEM, ImportanceMCEM, TrainConfig, WakeSleep, data_plate, log_marginal_likelihood, lower_bound
 from pyro_aevb.errors import UnsupportedModelError
-from pyro_aevb.infer.sites import LatentSpace, per_datapoint
+from pyro_aevb.infer.sites import LatentSpace
+from pyro_aevb.infer.util import per_datapoint
 from tests.helpers.exact_models import EXACT, TwoSiteLinearGaussian
 from tests.helpers.pyro_tutorial_vae import VAE as TutorialVAE
 

@@ -1,7 +1,7 @@
 """
 AEVB's fast path against Pyro's reference path (stock ``SVI`` + ``pyro.optim.Adagrad`` + Pyro's ELBO).
 
-The direct estimator (:func:`pyro_aevb.infer.aevb.sgvb_loss`) must compute Pyro's objective with Pyro's random
+The direct estimator (:func:`pyro_aevb.models.closed_forms.sgvb_loss`) must compute Pyro's objective with Pyro's random
 draws, :class:`~pyro_aevb.optim.FusedAdagrad` must make Adagrad's update, models that the direct
 estimator cannot compute must still train through SVI, and a checkpoint must resume exactly.
 """
@@ -16,7 +16,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_aevb.infer.aevb import AEVB
-from pyro_aevb.infer.sgvb import sgvb_loss
+from pyro_aevb.models.closed_forms import sgvb_loss
 from pyro_aevb.experiment.state import restore_param_store
 from pyro_aevb.infer.elbo import make_elbo
 from pyro_aevb.optim import FusedAdagrad

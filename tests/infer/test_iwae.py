@@ -20,7 +20,7 @@ from tests.helpers.pyro_tutorial_vae import VAE as TutorialVAE
 from pyro_aevb import IWAE, RWS, VAE, TrainConfig, data_plate, load_run, train
 from pyro_aevb.errors import UnsupportedModelError
 from pyro_aevb.infer import ImportanceWeightedELBO
-from pyro_aevb.infer.sites import per_datapoint
+from pyro_aevb.infer.util import per_datapoint
 
 N, M, X_DIM, Z_DIM, SIGMA = 1000, 10, 3, 2, 0.7
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pyro_aevb.infer import hmc
-from pyro_aevb.infer.sites import repeat_rows
+from pyro_aevb.infer.util import repeat_rows
 from pyro_aevb.infer.marginal import _latent_space, _log_joint, log_marginal_likelihood, resampled_start
 
 from benchmarks.reference_hmc import reference_hmc_mcmc

@@ -9,7 +9,8 @@ from tests.helpers.linear_gaussian import LinearGaussianVAE, ppca_data, tiny_run
 
 from pyro_aevb import VAE, TrainConfig, load_dataset, load_run, lower_bound
 from pyro_aevb.models.variants import LaplacePriorVAE
-from pyro_aevb.infer.wake_sleep import WakeSleep, direct_sleep_loss, direct_wake_loss, sleep_loss, wake_loss
+from pyro_aevb.infer.wake_sleep import WakeSleep, sleep_loss, wake_loss
+from pyro_aevb.models.closed_forms import direct_sleep_loss, direct_wake_loss
 
 NUM_DATA, BATCH, X_DIM, Z_DIM = 40, 4, 6, 2
 

@@ -16,8 +16,8 @@ from torch.distributions import kl_divergence
 
 import pyro.distributions as dist
 from pyro_aevb import TrainConfig, TrainingDiverged, VAE, lower_bound, train
-from pyro_aevb.infer.sgvb import sgvb_loss
-from pyro_aevb.infer.wake_sleep import direct_sleep_loss, sleep_loss
+from pyro_aevb.infer.wake_sleep import sleep_loss
+from pyro_aevb.models.closed_forms import direct_sleep_loss, sgvb_loss
 from pyro_aevb.models.distributions import LogScaleNormal
 
 X_DIM, Z_DIM, HIDDEN, NUM_DATA = 12, 3, 8, 50
