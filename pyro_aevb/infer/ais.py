@@ -343,7 +343,7 @@ class _ModelPath:
         self.direct_guide = None if closed is None else closed.direct_guide
         self.gradients = None if closed is None else closed.gradients  # None: autograd through densities
         if precision == "bf16" and (closed is None or not closed.bf16):
-            warnings.warn(_BF16_ELSEWHERE, stacklevel=4)
+            warnings.warn(_BF16_ELSEWHERE, stacklevel=5)
 
     def rows(self, num_chains):
         """``x`` repeated ``num_chains`` times along the rows: row ``k * B + b`` is datapoint ``b``."""
