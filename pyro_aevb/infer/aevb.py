@@ -144,10 +144,3 @@ class AEVB(TrainingMethod):
             if self._phases is None:
                 return self.svi.step(x, num_data)
             return descend_phases(self.optim, self._phases, x, num_data)
-
-    def state_dict(self):
-        return {"optim": self.optim.get_state()}
-
-    def load_state_dict(self, state):
-        self.optim.set_state(state["optim"])
-

@@ -106,12 +106,6 @@ class _MonteCarloEM(TrainingMethod):
                 losses.append(descend(self.optim, -scale * (weights * joint).sum(), trace_params(trace)))
         return losses[0]
 
-    def state_dict(self):
-        return {"optim": self.optim.get_state()}
-
-    def load_state_dict(self, state):
-        self.optim.set_state(state["optim"])
-
 
 class MCEM(_MonteCarloEM):
     r"""

@@ -199,9 +199,3 @@ class WakeSleep(TrainingMethod):
         sleep_loss_value, sleep_trace = sleep_loss(self.model, self.guide, x, num_data, self._space)
         sleep = descend(self.optim, sleep_loss_value, trace_params(sleep_trace))
         return wake + sleep
-
-    def state_dict(self):
-        return {"optim": self.optim.get_state()}
-
-    def load_state_dict(self, state):
-        self.optim.set_state(state["optim"])
