@@ -62,8 +62,9 @@ from pyro_aevb.infer.util import cuda_devices, minibatch_scale
 from pyro_aevb.models.nets import BernoulliMLPDecoder, flat_rows, loc_and_log_var
 
 __all__ = [
-    "ClosedFormObjective", "PaperVAEClosedForms", "Phase", "direct_sleep_loss", "direct_wake_loss", "gaussian_neg_kl",
-    "gaussian_neg_kl_log_var", "iwae_loss", "log_likelihood", "rws_loss", "sgvb_loss", "vae_log_weights",
+    "ClosedFormObjective", "GaussianGuidePath", "PaperVAEClosedForms", "PaperVAEPath", "Phase", "direct_sleep_loss",
+    "direct_wake_loss", "gaussian_neg_kl", "gaussian_neg_kl_log_var", "iwae_loss", "log_likelihood", "rws_loss",
+    "sgvb_loss", "vae_log_weights",
 ]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
