@@ -26,7 +26,7 @@ method its objective written out, as :class:`~pyro.infer.SVI` is handed its loss
 ``model`` and ``guide`` these are supplies ``closed_forms`` (:func:`~pyro_aevb.infer.util.closed_forms_of`),
 whose ``sgvb(estimator, num_particles)`` objective, bound to the model and guide at the first step,
 computes the same estimator from the same random draws without tracing. The paper's
-:class:`~pyro_aevb.models.vae.VAE` does (:class:`~pyro_aevb.models.closed_forms.PaperVAEClosedForms`);
+:class:`~pyro_aevb.models.vae.VAE` does (:class:`~pyro_aevb.models.closed_forms.paper_vae.PaperVAEClosedForms`);
 for any other model, or a pair its closed forms do not compute (a swapped prior, a ``pyro.param`` of
 its own), every step runs :class:`~pyro.infer.SVI`. The first step traces the model and the guide under
 the caller's validation setting, so that a model's mistakes surface there; later steps run without
@@ -79,7 +79,7 @@ class AEVB(TrainingMethod):
         :func:`pyro_aevb.optim.make_optim` returns (Adam, say); ``None``: Adagrad with ``lr`` and
         ``weight_decay`` (:class:`~pyro_aevb.optim.FusedAdagrad`, the paper's).
     :param closed_form: the objective written out, an object whose ``bind(model, guide, x, num_data)``
-        returns the steps (:class:`~pyro_aevb.models.closed_forms.Phase`) or ``None`` where it does not
+        returns the steps (:class:`~pyro_aevb.models.closed_forms.paper_vae.Phase`) or ``None`` where it does not
         compute this pair's; ``None``: the one the model's owner supplies, if any.
     """
 

@@ -321,7 +321,7 @@ class _ModelPath:
     for them are handed in: ``closed_forms.annealing(space, model, x, guide, precision)`` (by default,
     those that the owner of the model, or else of the guide, supplies: the paper's
     :class:`~pyro_aevb.models.vae.VAE` does, :meth:`PaperVAEClosedForms.annealing
-    <pyro_aevb.models.closed_forms.PaperVAEClosedForms.annealing>`) returns an object with the
+    <pyro_aevb.models.closed_forms.paper_vae.PaperVAEClosedForms.annealing>`) returns an object with the
     datapoints ``x`` it reads, ``model_densities(u) -> (log_prior, log_joint)`` (or ``None``: traced),
     ``direct_guide`` and ``log_guide(u)`` (the guide's density; ``direct_guide`` ``None``: traced),
     ``gradients`` (as :func:`run` takes them; ``None``: autograd) and ``bf16`` (whether

@@ -53,7 +53,7 @@ def descend(optim, loss, params):
 def descend_phases(optim, phases, x, num_data=None):
     """
     One :func:`descend` for each phase ``(loss, params)`` in turn (a
-    :class:`~pyro_aevb.models.closed_forms.Phase`), on ``loss(x, num_data)``, each loss computed after
+    :class:`~pyro_aevb.models.closed_forms.paper_vae.Phase`), on ``loss(x, num_data)``, each loss computed after
     the update before it.
 
     :returns: the sum of the losses, a Python float.

@@ -5,7 +5,7 @@ the ELBO.
 
 As for :class:`~pyro_aevb.infer.aevb.AEVB`, a model may hand the method the bound written out: the
 closed forms that its owner supplies give ``iwae(num_particles, gradient)`` (for the paper's own
-:class:`~pyro_aevb.models.vae.VAE`, :func:`~pyro_aevb.models.closed_forms.iwae_loss`), computed from
+:class:`~pyro_aevb.models.vae.VAE`, :func:`~pyro_aevb.models.closed_forms.losses.iwae_loss`), computed from
 the same random draws without tracing.
 
 [1] Importance Weighted Autoencoders, Yuri Burda, Roger Grosse, Ruslan Salakhutdinov (2015)

@@ -14,7 +14,7 @@ gradient and weighted by :math:`w_k = p_\theta(x, z_k) / q_\phi(z_k|x)`:
 
 All are N/M-scaled, and one optimizer step on their sum moves :math:`\theta` and :math:`\phi` together.
 As for :class:`~pyro_aevb.infer.aevb.AEVB`, a model may hand the method this loss written out (the
-paper's own :class:`~pyro_aevb.models.vae.VAE`: :func:`~pyro_aevb.models.closed_forms.rws_loss`).
+paper's own :class:`~pyro_aevb.models.vae.VAE`: :func:`~pyro_aevb.models.closed_forms.losses.rws_loss`).
 Unlike :class:`pyro.infer.ReweightedWakeSleep`, which keeps one weight per particle for the whole
 batch, the weights are per datapoint (:class:`~pyro_aevb.infer.iw_elbo.ParticleLayout`), so
 minibatches train the right objective.

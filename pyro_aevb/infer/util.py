@@ -139,7 +139,7 @@ def closed_forms_of(fn):
     r"""
     The closed forms that the object whose bound method ``fn`` is supplies as ``closed_forms`` (the
     paper's :class:`~pyro_aevb.models.vae.VAE` supplies
-    :class:`~pyro_aevb.models.closed_forms.PaperVAEClosedForms`), or ``None``: a plain function, or
+    :class:`~pyro_aevb.models.closed_forms.paper_vae.PaperVAEClosedForms`), or ``None``: a plain function, or
     an object without them. A method asks them for its objective written out; they answer ``None``
     where they do not compute this model's.
     """

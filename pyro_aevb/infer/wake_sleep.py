@@ -22,8 +22,8 @@ fantasy the guide then reads as its ``x``.
 **Speed.** As for AEVB (:mod:`pyro_aevb.infer.aevb`), a model may hand the method both losses written
 out: the closed forms that its owner supplies give ``wake_sleep()``, whose phases :class:`WakeSleep`
 steps after a first traced step (for the paper's own :class:`~pyro_aevb.models.vae.VAE`,
-:func:`~pyro_aevb.models.closed_forms.direct_wake_loss` and
-:func:`~pyro_aevb.models.closed_forms.direct_sleep_loss`): the same densities from the same random
+:func:`~pyro_aevb.models.closed_forms.losses.direct_wake_loss` and
+:func:`~pyro_aevb.models.closed_forms.losses.direct_sleep_loss`): the same densities from the same random
 draws, without tracing.
 
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
@@ -139,7 +139,7 @@ class WakeSleep(TrainingMethod):
     :param bool fast_path: compute both losses written out, for the paper's own
         :class:`~pyro_aevb.models.vae.VAE` (``False`` traces the model and guide at every step).
     :param closed_form: both losses written out, an object whose ``bind(model, guide, x, num_data)``
-        returns the two phases (:class:`~pyro_aevb.models.closed_forms.Phase`: the wake loss and the
+        returns the two phases (:class:`~pyro_aevb.models.closed_forms.paper_vae.Phase`: the wake loss and the
         decoder's parameters, the sleep loss and the encoder's) or ``None`` where it does not compute
         this pair's; ``None``: the model owner's ``closed_forms.wake_sleep()``, if any.
     """

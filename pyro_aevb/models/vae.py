@@ -76,7 +76,7 @@ class VAE(nn.Module):
     :meth:`guide` runs through Pyro's traces instead.
     """
 
-    #: The closed forms of the paper's model (:class:`~pyro_aevb.models.closed_forms.PaperVAEClosedForms`),
+    #: The closed forms of the paper's model (:class:`~pyro_aevb.models.closed_forms.paper_vae.PaperVAEClosedForms`),
     #: the methods' fast paths.
     closed_forms = PaperVAEClosedForms()
 
