@@ -172,7 +172,7 @@ class OverflowingVAE(VAE):
 def test_an_overflowing_log_variance_stops_training_with_a_clear_message(method, tmp_path):
     config = TrainConfig(
         dataset="mnist5k", latent_dim=2, hidden=20, eval_points=3, eval_train_points=200, samples=500,
-        method=method, model_class="test_log_variance:OverflowingVAE",
+        method=method, model_class=f"{__name__}:OverflowingVAE",
     )
     with pytest.raises(TrainingDiverged, match="the loss became (inf|nan) at step 1 "):
         train(config, tmp_path / "run", progress=False)
