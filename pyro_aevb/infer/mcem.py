@@ -41,7 +41,7 @@ from pyro_aevb.infer.hmc import StepSizeAdapter, hmc_step
 from pyro_aevb.infer.marginal import resampled_start
 from pyro_aevb.infer.method import TrainingMethod
 from pyro_aevb.infer.sites import check_model
-from pyro_aevb.infer.util import check_num_data, model_and_guide, repeat_rows, trace_model
+from pyro_aevb.infer.util import check_num_data, minibatch_scale, model_and_guide, repeat_rows, trace_model
 
 __all__ = ["ImportanceMCEM", "MCEM", "complete_log_likelihood"]
 
@@ -97,7 +97,7 @@ class _MonteCarloEM(TrainingMethod):
         """
         num_data = check_num_data(x, num_data)
         self._check(x)
-        scale = 1.0 if num_data is None else num_data / x.shape[0]
+        scale = minibatch_scale(x, num_data)
         with self._validation():
             z, weights = self.e_step(x, idx, num_data)
             losses = []
