@@ -5,6 +5,7 @@ Sphinx configuration of the pyro-aevb documentation. Build it with warnings as e
 """
 
 import importlib
+import inspect
 import importlib.metadata
 from pathlib import Path
 
@@ -153,7 +154,21 @@ def resolve_imported_name(app, env, node, contnode):
     return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], node["reftarget"], node, contnode)
 
 
+def follow_documented_instance(app, modname, fullname):
+    """
+    ``sphinx.ext.viewcode`` files a documented object under the module that defines its class, and
+    takes the first documenting page it meets as the one every link of that module's source page
+    points to. For an attribute that holds an instance (``VAE.closed_forms``) that is the wrong module:
+    keep it with the module that documents it.
+    """
+    obj = _lookup(f"{modname}.{fullname}")
+    if obj is None or inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj):
+        return None  # viewcode's own rule: the module where the object is defined
+    return modname
+
+
 def setup(app):
     app.add_role("source", source_role)
+    app.connect("viewcode-follow-imported", follow_documented_instance)
     app.connect("missing-reference", resolve_imported_name)
     app.connect("doctree-resolved", typeset_math_in_title_links)

@@ -30,7 +30,7 @@ from pyro_aevb.models.closed_forms import PaperVAEClosedForms
 from pyro_aevb.models.distributions import LogScaleNormal
 from pyro_aevb.models.nets import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder, flat_rows, loc_and_log_var
 
-__all__ = ["LIKELIHOODS", "VAE", "data_plate", "flat_rows"]
+__all__ = ["LIKELIHOODS", "VAE", "data_plate"]
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
