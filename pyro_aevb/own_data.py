@@ -40,9 +40,11 @@ def read_data_file(path):
     """
     The arrays in a data file: ``{"train": ..., "test": ...}`` (``"test"`` optional).
 
-    - ``.npz``: arrays ``train`` and, optionally, ``test``;
+    - ``.npz``: arrays ``train`` and, optionally, ``test``; or a single array of any name (as
+      ``np.savez(path, x)`` writes it), the training set;
     - ``.npy``: one array, the training set;
-    - ``.pt``: a tensor (the training set) or a dict of them with ``"train"`` and optionally ``"test"``.
+    - ``.pt``: a tensor (the training set) or a dict of them with ``"train"`` and optionally ``"test"``
+      (or a single entry of any name, the training set).
 
     :raises DataError: for a missing file, another format, a file that holds pickles (object arrays
         included), or one without a ``train`` array.
@@ -69,9 +71,11 @@ def read_data_file(path):
             raise DataError(f"{path} holds pickled objects, which are not read: save a tensor or a dict of tensors") from None
         raise DataError(f"cannot read {path}: {e}") from None
     if isinstance(data, dict):
+        if len(data) == 1 and "test" not in data:
+            return {"train": next(iter(data.values()))}
         unknown = sorted(set(data) - {"train", "test"})
         if "train" not in data or unknown:
-            raise DataError(f"{path} must hold an array 'train' and optionally 'test', found {sorted(data)}")
+            raise DataError(f"{path} must hold one array, or an array 'train' and optionally 'test', found {sorted(data)}")
         return dict(data)
     return {"train": data}
 
@@ -99,6 +103,8 @@ def _as_tensor(x, what):
 def _split_parts(data):
     """``(train, test or None)`` from the kinds of data :func:`as_dataset` takes."""
     if isinstance(data, dict):
+        if len(data) == 1 and "test" not in data:
+            return {"train": next(iter(data.values()))}
         unknown = sorted(set(data) - {"train", "test"})
         if "train" not in data or unknown:
             raise DataError(f"a dict of data must have the key 'train' and optionally 'test', got {sorted(data)}")

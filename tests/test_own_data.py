@@ -178,3 +178,13 @@ def test_read_data_file_forms(tmp_path):
     assert set(read_data_file(tmp_path / "c.pt")) == {"train", "test"}
     dataset, rows = as_dataset(read_data_file(tmp_path / "c.pt"))
     assert rows is None and dataset.num_test == 4
+    # A single array of any name, as np.savez(path, x) or np.savez(path, pixels=x) writes it: the training set.
+    np.savez(tmp_path / "d.npz", x)
+    np.savez(tmp_path / "e.npz", pixels=x)
+    for name in ("d.npz", "e.npz"):
+        assert list(read_data_file(tmp_path / name)) == ["train"]
+        assert np.array_equal(read_data_file(tmp_path / name)["train"], x)
+    # Two arrays neither of which is 'train' are refused, naming what the file holds.
+    np.savez(tmp_path / "f.npz", pixels=x, labels=x[:, 0])
+    with pytest.raises(DataError, match=r"one array, or an array 'train'.*\['labels', 'pixels'\]"):
+        read_data_file(tmp_path / "f.npz")
