@@ -47,7 +47,7 @@ def read_data_file(path):
       (or a single entry of any name, the training set).
 
     :raises DataError: for a missing file, another format, a file that holds pickles (object arrays
-        included), or one without a ``train`` array.
+        included), or one with several arrays and none named ``train``.
     """
     path = pathlib.Path(path)
     if path.suffix not in FILE_SUFFIXES:
@@ -103,8 +103,6 @@ def _as_tensor(x, what):
 def _split_parts(data):
     """``(train, test or None)`` from the kinds of data :func:`as_dataset` takes."""
     if isinstance(data, dict):
-        if len(data) == 1 and "test" not in data:
-            return {"train": next(iter(data.values()))}
         unknown = sorted(set(data) - {"train", "test"})
         if "train" not in data or unknown:
             raise DataError(f"a dict of data must have the key 'train' and optionally 'test', got {sorted(data)}")
