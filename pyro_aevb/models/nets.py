@@ -36,6 +36,7 @@ __all__ = [
     "activation",
     "flat_rows",
     "hidden_dims",
+    "hidden_layers",
     "init_normal_",
     "loc_and_log_var",
 ]
@@ -86,6 +87,11 @@ def hidden_dims(hidden_dim):
     return tuple(int(h) for h in dims)
 
 
+def hidden_layers(net):
+    """The hidden :class:`~torch.nn.Linear` layers of one of this module's nets, first to last."""
+    return [net.hidden, *(net.deeper if net.deeper is not None else ())]
+
+
 class _MLP(nn.Module):
     """
     Hidden layers (the paper: one of tanh units) followed by one or two linear heads. The first hidden
@@ -116,10 +122,9 @@ class _MLP(nn.Module):
 
     def features(self, inputs):
         """The last hidden layer's activations."""
-        h = self.act(self.hidden(inputs))
-        if self.deeper is not None:
-            for layer in self.deeper:
-                h = self.act(layer(h))
+        h = inputs
+        for layer in hidden_layers(self):
+            h = self.act(layer(h))
         return h
 
 

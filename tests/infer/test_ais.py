@@ -169,10 +169,13 @@ def test_linear_gaussian_nz10():
 
 
 class TanhVAE(VAE):
-    """The paper's VAE class with a 2-D latent and a ``2 -> 8 (tanh) -> 12`` Bernoulli decoder of N(0, 1) weights."""
+    """
+    The paper's VAE class with a 2-D latent and a ``2 -> 8 (tanh) -> 12`` Bernoulli decoder of N(0, 1)
+    weights, or other hidden layers and activations.
+    """
 
-    def __init__(self):
-        super().__init__(12, 2, 8, "bernoulli")
+    def __init__(self, hidden=8, activation="tanh"):
+        super().__init__(12, 2, hidden, "bernoulli", activation=activation)
         for p in self.decoder.parameters():
             nn.init.normal_(p)
 
@@ -186,30 +189,48 @@ class TanhVAE(VAE):
         return log_joint.logsumexp(-1) + 2 * math.log(axis[1] - axis[0])
 
 
-def test_nonlinear_decoder_against_quadrature():
+#: Decoders of the paper's VAE class: its one tanh layer, two and three tanh layers (the gradients
+#: written out through each), and a ReLU layer (autograd).
+DECODERS = {"tanh": (8, "tanh"), "tanh-tanh": ([8, 6], "tanh"), "tanh x3": ([8, 6, 5], "tanh"), "relu": (8, "relu")}
+
+
+@pytest.mark.parametrize("decoder", ["tanh", "tanh-tanh", "relu"])
+def test_nonlinear_decoder_against_quadrature(decoder):
     # A non-Gaussian posterior, defaults (K = 16, T = 1000), 8 datapoints drawn from the model.
     torch.manual_seed(4)
-    vae = TanhVAE()
+    vae = TanhVAE(*DECODERS[decoder])
     x, _ = simulate(vae.model, 8, torch.zeros(1, 12))
     log_px, info = log_marginal_likelihood(vae.model, x, "ais", return_diagnostics=True)
     check_against_exact(log_px, info, vae.quadrature(x), 16)
 
 
+@pytest.mark.parametrize("decoder", ["tanh", "tanh-tanh", "tanh x3", "relu"])
 @pytest.mark.parametrize("start", ["prior", "guide"])
-def test_written_out_gradients_equal_autograd(start):
-    # The paper's VAE with its Bernoulli decoder: gradients written out (one sigmoid per pixel) against
-    # autograd through the same densities, at random states; float32 rounding of sums of ~10 terms.
+def test_written_out_gradients_equal_autograd(start, decoder):
+    # The paper's VAE with its Bernoulli decoder of tanh layers: gradients written out (one sigmoid per
+    # pixel, then down through each layer) against autograd through the model's own trace, at random
+    # states; float32 rounding of sums of ~10 terms. Other activations take autograd.
     torch.manual_seed(3)
-    vae = TanhVAE()
+    vae = TanhVAE(*DECODERS[decoder])
     for p in vae.encoder.parameters():
         nn.init.normal_(p, std=0.3)
     x = torch.bernoulli(torch.full((3, 12), 0.4))
     guide = vae.guide if start == "guide" else None
-    path = ais._ModelPath(check_model(vae.model, x, guide), vae.model, x, guide)
-    assert path.gradients is not None, "the paper's VAE should take the written-out gradients"
+    space = check_model(vae.model, x, guide)
+    path = ais._ModelPath(space, vae.model, x, guide)
+    if decoder == "relu":
+        assert path.gradients is None, "the written-out gradients are tanh's; a ReLU decoder takes autograd"
+        return
+    assert path.gradients is not None, "the paper's VAE with tanh layers should take the written-out gradients"
     u = 2 * torch.randn(5, 3, 2)
     written = ais._Annealed(path.densities, u.shape, path.gradients).evaluate(u.reshape(-1, 2))
-    autograd = ais._Annealed(path.densities, u.shape).evaluate(u.reshape(-1, 2))
+
+    def model(x):  # the same model, as a function: traced, its gradients by autograd
+        return vae.model(x)
+
+    traced = ais._ModelPath(check_model(model, x, guide), model, x, guide)
+    assert traced.gradients is None
+    autograd = ais._Annealed(traced.densities, u.shape).evaluate(u.reshape(-1, 2))
     for name, a, b in zip(("log_p0", "log_joint", "grad_log_p0", "grad_log_joint"), written, autograd):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), name
     inner = path.gradients(u, values=False)
@@ -218,11 +239,12 @@ def test_written_out_gradients_equal_autograd(start):
 
 
 @pytest.mark.skipif(not ais.bf16_supported(), reason="bfloat16 products need AMX or AVX512-BF16")
-def test_bf16_gradients_keep_the_estimate_exact():
+@pytest.mark.parametrize("decoder", ["tanh", "tanh-tanh"])
+def test_bf16_gradients_keep_the_estimate_exact(decoder):
     # bfloat16 forces at the inner leapfrog steps, float32 energies: the same check against quadrature
     # as in float32 (defaults, K = 16, T = 1000, the same 8 datapoints and tolerance).
     torch.manual_seed(4)
-    vae = TanhVAE()
+    vae = TanhVAE(*DECODERS[decoder])
     x, _ = simulate(vae.model, 8, torch.zeros(1, 12))
     log_px, info = log_marginal_likelihood(vae.model, x, "ais", precision="bf16", return_diagnostics=True)
     check_against_exact(log_px, info, vae.quadrature(x), 16)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pyro_aevb.models.closed_forms.densities import log_likelihood, log_normal, log_std_normal
-from pyro_aevb.models.nets import loc_and_log_var
+from pyro_aevb.models.nets import hidden_layers, loc_and_log_var
 
 __all__ = ["GaussianGuidePath", "PaperVAEPath"]
 
@@ -74,15 +74,16 @@ class PaperVAEPath(GaussianGuidePath):
                 last = vae.decoder.loc
                 self._x_proj = (x @ last.weight, x @ last.bias)  # [B, H] and [B]
                 if from_prior or self.direct_guide is not None:
+                    # The hidden layers, first to last, as (weight, bias).
+                    self._layers = [(layer.weight, layer.bias) for layer in hidden_layers(vae.decoder)]
                     # The bias as one more column of the weights, against a column of ones after h: the
                     # logits in one product, without addmm's copy of the bias into every row.
                     self._w_bias = torch.cat([last.weight, last.bias[:, None]], 1)  # [X, H + 1]
                     self._x_proj_bias = x @ self._w_bias  # [B, H + 1]: (W^T x, b . x)
                     self.gradients = self.fused_gradients
                     if precision == "bf16":
-                        hidden = vae.decoder.hidden
-                        self._bf16 = (hidden.weight.bfloat16(), hidden.bias.bfloat16(), self._w_bias.bfloat16(),
-                                      last.weight.bfloat16())
+                        self._bf16 = ([(w.bfloat16(), b.bfloat16()) for w, b in self._layers],
+                                      self._w_bias.bfloat16(), last.weight.bfloat16())
         self.bf16 = self._bf16 is not None
 
     def model_densities(self, u):
@@ -101,15 +102,32 @@ class PaperVAEPath(GaussianGuidePath):
     def fused_gradients(self, u, values=True):
         r"""
         ``(log_p0, log_joint, grad_log_p0, grad_log_joint)`` at ``u`` ``[C, B, D]`` for the paper's VAE
-        with its Bernoulli decoder, the gradients written out: with :math:`h = \tanh(W_1 z + b_1)` and
-        the logits :math:`\ell = W h + b`, :math:`\nabla_z \log p(x|z) = W_1^\top ((1 - h^2) \odot
-        W^\top (x - \sigma(\ell)))`, one sigmoid per pixel and no softplus; the softplus of the log-likelihood
-        only with ``values``.
+        with its Bernoulli decoder of tanh layers, the gradients written out: with the hidden layers
+        :math:`h_l = \tanh(W_l h_{l-1} + b_l)`, :math:`h_0 = z`, and the logits :math:`\ell = W h_L + b`,
+        :math:`\nabla_{h_L} \log p(x|z) = W^\top (x - \sigma(\ell))` and, layer by layer down to
+        :math:`z`, :math:`\nabla_{h_{l-1}} = W_l^\top ((1 - h_l^2) \odot \nabla_{h_l})`: one sigmoid per
+        pixel and no softplus; the softplus of the log-likelihood only with ``values``.
         """
         with torch.no_grad():  # no graph through the parameters
             if self._bf16 is not None and not values:
                 return None, None, self._guide_grad(u), self._bf16_grad(u) - u
             return self._fused_terms(u, values)
+
+    @staticmethod
+    def _forward(u, layers):
+        """The hidden layers' activations ``[h_1, ..., h_L]`` at ``u``."""
+        hs = []
+        for weight, bias in layers:
+            u = torch.tanh(F.linear(u, weight, bias))
+            hs.append(u)
+        return hs
+
+    def _backward(self, grad_h, hs, layers):
+        """:math:`\nabla_z` from :math:`\nabla_{h_L}` ``grad_h``, down through the tanh layers (the last product in float32)."""
+        for (weight, _), h in zip(layers[:0:-1], hs[:0:-1]):
+            grad_h = (grad_h * (1 - h.square())) @ weight
+        grad_h = grad_h.float() * (1 - hs[0].float().square())
+        return grad_h @ self._layers[0][0]
 
     def _bf16_grad(self, u):
         r"""
@@ -119,10 +137,12 @@ class PaperVAEPath(GaussianGuidePath):
         and the weights are float32. So the chains and the weights stay exact; only the acceptance rate
         can fall.
         """
-        w_hidden, b_hidden, w_bias, w_last = self._bf16
-        h = torch.tanh(F.linear(u.bfloat16(), w_hidden, b_hidden))
-        grad_h = self._x_proj[0] - (torch.sigmoid_(F.pad(h, (0, 1), value=1.0) @ w_bias.T) @ w_last).float()
-        return (grad_h * (1 - h.float().square())) @ self.vae.decoder.hidden.weight
+        layers, w_bias, w_last = self._bf16
+        hs = self._forward(u.bfloat16(), layers)
+        grad_h = self._x_proj[0] - (torch.sigmoid_(F.pad(hs[-1], (0, 1), value=1.0) @ w_bias.T) @ w_last).float()
+        if len(layers) > 1:
+            grad_h = grad_h.bfloat16()
+        return self._backward(grad_h, hs, layers)
 
     def _guide_grad(self, u):
         if self.direct_guide is None:
@@ -131,13 +151,12 @@ class PaperVAEPath(GaussianGuidePath):
         return (loc - u) * torch.exp(-log_var)
 
     def _fused_terms(self, u, values):
-        decoder = self.vae.decoder
-        h = torch.tanh(decoder.hidden(u))
-        h_one = F.pad(h, (0, 1), value=1.0)  # [C, B, H + 1]
+        hs = self._forward(u, self._layers)
+        h_one = F.pad(hs[-1], (0, 1), value=1.0)  # [C, B, H + 1]
         logits = h_one @ self._w_bias.T
         log_lik = (h_one * self._x_proj_bias).sum(-1) - F.softplus(logits).sum(-1) if values else None
-        grad_h = self._x_proj[0] - torch.sigmoid_(logits) @ decoder.loc.weight
-        grad_lik = (grad_h * (1 - h.square())) @ decoder.hidden.weight
+        grad_h = self._x_proj[0] - torch.sigmoid_(logits) @ self.vae.decoder.loc.weight
+        grad_lik = self._backward(grad_h, hs, self._layers)
         grad_p0 = self._guide_grad(u)
         if not values:
             log_p0 = None

@@ -114,11 +114,17 @@ class PaperVAEClosedForms:
         return type(vae).observation_dist is self.base.observation_dist
 
     def fused_bernoulli(self, vae):
-        """Whether ``vae``'s likelihood is the library's Bernoulli MLP decoder itself (logits = loc(features(z)))."""
+        """
+        Whether ``vae``'s likelihood is the library's Bernoulli MLP decoder itself (logits =
+        loc(features(z))), with tanh hidden layers (any number of them).
+        """
+        decoder = vae.decoder
         return (
             vae.likelihood == "bernoulli"
             and self.own_likelihood(vae)
-            and type(vae.decoder).forward is BernoulliMLPDecoder.forward
+            and type(decoder).forward is BernoulliMLPDecoder.forward
+            and type(decoder).features is BernoulliMLPDecoder.features
+            and decoder.act is torch.tanh
         )
 
     # -- the methods' objectives ---------------------------------------------------------------
