@@ -29,6 +29,8 @@ Example::
     python benchmarks/bench_marginal.py --num-reference 0 --num-data 0 --ais-data 256 --ais-temps 200
     python benchmarks/bench_marginal.py --num-reference 0 --num-data 0 --ais-data 100 --data mnist \
         --ais-latent 20 --ais-hidden 500 --ais-start guide --ais-temps 1000 --repeats 1 --threads 1
+    python benchmarks/bench_marginal.py --num-reference 0 --num-data 0 --ais-data 100 --data mnist \
+        --ais-latent 50 --ais-hidden 200,200 --ais-start guide --ais-temps 100 --repeats 3 --threads 1
 
 [1] Auto-Encoding Variational Bayes, Kingma & Welling (2013)
 """
@@ -82,9 +84,16 @@ def median_time(fn, repeats):
     return statistics.median(wall), statistics.median(cpu)
 
 
+def layer_dims(z_dim, hidden_dim, x_dim):
+    """The decoder's widths, ``z_dim``, each hidden layer's (an int or a sequence of ints), ``x_dim``."""
+    hidden = (hidden_dim,) if isinstance(hidden_dim, int) else tuple(hidden_dim)
+    return (z_dim, *hidden, x_dim)
+
+
 def decoder_flops(z_dim, hidden_dim, x_dim):
     """Multiply-adds x 2 of one row through the decoder, forward and backward to ``z``."""
-    forward = 2 * (z_dim * hidden_dim + hidden_dim * x_dim)
+    dims = layer_dims(z_dim, hidden_dim, x_dim)
+    forward = 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
     return 2 * forward
 
 
@@ -92,12 +101,12 @@ def matmul_rate(rows, z_dim, hidden_dim, x_dim, repeats=20, clock=time.perf_coun
     """FLOP/s of ``torch.matmul`` on the decoder's forward and backward products with ``rows`` rows, by ``clock``."""
     import torch
 
-    a1, w1 = torch.randn(rows, z_dim), torch.randn(z_dim, hidden_dim)
-    a2, w2 = torch.randn(rows, hidden_dim), torch.randn(hidden_dim, x_dim)
-    g2 = torch.randn(rows, x_dim)
+    dims = layer_dims(z_dim, hidden_dim, x_dim)
+    layers = [(torch.randn(rows, a), torch.randn(a, b), torch.randn(rows, b)) for a, b in zip(dims[:-1], dims[1:])]
 
     def products():
-        torch.matmul(a1, w1), torch.matmul(a2, w2), torch.matmul(g2, w2.T), torch.matmul(a2, w1.T)
+        for inputs, weight, grad in layers:
+            torch.matmul(inputs, weight), torch.matmul(grad, weight.T)
 
     products()
     start = clock()
@@ -192,7 +201,7 @@ def main(args):
         ais_report = bench_ais(args, load_data(args.data, args.ais_data, args.data_dir))
         lines += [
             "",
-            f"AIS, the paper's VAE ({args.ais_latent}-{args.ais_hidden}-784, untrained, N(0, {args.init_std}^2) "
+            f"AIS, the paper's VAE ({'-'.join(map(str, layer_dims(args.ais_latent, args.ais_hidden, 784)))}, untrained, N(0, {args.init_std}^2) "
             f"weights, chains from the {args.ais_start}, {args.ais_precision}), {ais_report['datapoints']} datapoints, {args.ais_chains} chains, "
             f"{args.ais_temps} temperatures, {args.num_steps_ais} leapfrog steps, {ais_report['rows']} rows per chunk: "
             f"{ais_report['wall_s']:.2f} s, useful {ais_report['useful_rate'] / 1e9:.2f} GFLOP/s, "
@@ -208,6 +217,12 @@ def main(args):
         }
         Path(args.out).write_text(json.dumps(report, indent=2))
     return rows
+
+def hidden_layers(text):
+    """``--ais-hidden``: one width (``100``) or several (``200,200``)."""
+    widths = [int(w) for w in text.split(",")]
+    return widths[0] if len(widths) == 1 else widths
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,7 +241,8 @@ def parse_args(argv=None):
     parser.add_argument("--ais-temps", type=int, default=100, help="AIS temperatures")
     parser.add_argument("--num-steps-ais", type=int, default=10, help="AIS leapfrog steps per transition")
     parser.add_argument("--ais-latent", type=int, default=3, help="Nz of the AIS timing's VAE")
-    parser.add_argument("--ais-hidden", type=int, default=100, help="hidden units of the AIS timing's VAE")
+    parser.add_argument("--ais-hidden", type=hidden_layers, default=100,
+                        help="hidden units of the AIS timing's VAE, or a comma-separated list for several layers (200,200)")
     parser.add_argument("--ais-start", choices=["prior", "guide"], default="prior", help="AIS chains start from")
     parser.add_argument("--ais-precision", choices=["fp32", "bf16"], default="fp32",
                         help="AIS: bf16 products at the inner leapfrog steps (the matmul reference stays float32)")
