@@ -30,6 +30,8 @@ A model may take the size ``N`` of the data set as a ``num_data`` argument, and 
 [1] Auto-Encoding Variational Bayes, Diederik P. Kingma, Max Welling (2013)
 """
 
+import contextlib
+
 import pyro
 import torch
 from pyro.distributions.util import sum_rightmost
@@ -59,7 +61,10 @@ def check_model(model, x, guide=None):
             return LatentSpace.from_model(model, x, guide)
     finally:
         for name in set(store.keys()) - before:
-            del store[name]
+            # Pyro's store maps each tensor back to one name: a module registered under two names
+            # (pyro.module("a", net); pyro.module("b", net)) loses that entry with the first deletion.
+            with contextlib.suppress(KeyError):
+                del store[name]
 
 
 def _max_plate_nesting(trace):

@@ -178,6 +178,32 @@ def test_models_outside_the_class_are_refused_at_the_first_step(case):
             MCEM(model).step(x, 80, idx=torch.arange(8))
 
 
+def test_a_net_registered_under_two_names_is_checked_and_trained():
+    # pyro.module("a", net) and pyro.module("b", net): Pyro's store keeps one name per tensor. The
+    # check leaves the store as it found it, and the step trains the net once per step.
+    decoder = nn.Linear(2, 6)
+
+    def model(x, num_data=None):
+        pyro.module("decoder", decoder)
+        pyro.module("decoder_again", decoder)
+        with data_plate(x, num_data):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+    def guide(x, num_data=None):
+        loc = pyro.param("loc", torch.zeros(x.shape[0], 2))
+        with data_plate(x, num_data):
+            pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+
+    pyro.clear_param_store()
+    x = torch.rand(4, 6).bernoulli()
+    assert pyro_aevb.infer.sites.check_model(model, x, guide).names == ["z"]
+    assert list(pyro.get_param_store().keys()) == [], "the check leaves no parameters behind"
+    before = decoder.weight.detach().clone()
+    loss = AEVB(model, guide, estimator="A", lr=0.1).step(x, 4)
+    assert math.isfinite(loss) and not torch.equal(before, decoder.weight), "the shared net was not trained"
+
+
 # -- N/M scaling without num_data -----------------------------------------------------------------
 def test_a_model_without_num_data_is_scaled_by_n_over_m():
     # The same nets in the tutorial's style (model(x), a plain plate) and in the library's (model(x,
