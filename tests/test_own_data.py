@@ -114,6 +114,21 @@ def test_data_file_from_the_command_line(tmp_path, capsys):
         evaluate_run(run, "is", num_points=5, num_samples=5)
 
 
+def test_a_relative_data_path_is_recorded_whole(tmp_path, monkeypatch):
+    """--dataset mine.npz typed in one directory: the run records the full path, and resumes and evaluates from another."""
+    (tmp_path / "work").mkdir()
+    np.savez(tmp_path / "work" / "mine.npz", train=_binary(80), test=_binary(20, seed=1))
+    monkeypatch.chdir(tmp_path / "work")
+    args = ["train", "--dataset", "mine.npz", "--samples", "100", "--batch-size", "20", "--hidden", "8",
+            "--latent-dim", "2", "--eval-train-points", "20", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert config["dataset"] == str((tmp_path / "work" / "mine.npz").resolve())
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--samples", "200", "--no-progress"]) == 0
+    assert evaluate_run(tmp_path / "run", "is", num_points=5, num_samples=5)["num_points"] == 5
+
+
 def test_evaluate_run_with_given_data(tmp_path):
     x = _binary()
     _train(tmp_path, x)

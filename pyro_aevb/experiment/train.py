@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -34,7 +35,7 @@ from pyro_aevb.experiment.atomic import remove_temporary
 from pyro_aevb.experiment.build import accepts, build_model, import_model_class
 from pyro_aevb.experiment.checkpoint import FORMAT, load_latest, previous_path, save_checkpoint
 from pyro_aevb.experiment.state import get_param_store_state, get_rng_state, set_rng_state
-from pyro_aevb.data import MinibatchSampler, check_support
+from pyro_aevb.data import DATASETS, MinibatchSampler, check_support
 from pyro_aevb.errors import ConfigError, RunDirError, TrainingDiverged, note
 from pyro_aevb.infer import progress
 from pyro_aevb.infer.elbo import lower_bound
@@ -104,6 +105,9 @@ def train(config, out, resume=False, progress=True, samples=None, data=None, mod
                 "file, path/to/script.py:Class"
             )
         config.validate()
+        if config.dataset not in DATASETS and config.dataset != GIVEN_DATA:
+            # A data file's path is recorded whole, so that the run folder finds it from any directory.
+            config = dataclasses.replace(config, dataset=str(Path(config.dataset).expanduser().resolve()))
         prepared = load_data(config, data)
     run = RunDir(out)
     world = distributed.init_world()
