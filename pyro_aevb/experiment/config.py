@@ -4,7 +4,6 @@ The settings of a training run (:class:`TrainConfig`), their checks, and the rea
 """
 
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -19,7 +18,7 @@ from pyro_aevb._checks import check_number, check_whole
 from pyro_aevb.data import DATASETS
 from pyro_aevb.errors import ConfigError, RunDirError, RunWarning
 from pyro_aevb.experiment.methods import METHODS
-from pyro_aevb.infer import ais, marginal
+from pyro_aevb.infer import marginal
 from pyro_aevb.models.nets import ACTIVATIONS, hidden_dims
 from pyro_aevb.optim import make_optim
 from pyro_aevb.own_data import FILE_SUFFIXES
@@ -177,10 +176,9 @@ class TrainConfig:
             estimator = self.log_marginal or (None if METHODS[self.method].has_encoder else "hmc")
             if estimator is None:
                 raise ConfigError("log_marginal_options are used only with log_marginal ('is', 'hmc' or 'ais') or an MCEM method")
-            fn = {"hmc": marginal.hmc_log_marginal, "is": marginal.is_log_marginal, "ais": ais.log_marginal}[estimator]
-            unknown = set(self.log_marginal_options) - (set(inspect.signature(fn).parameters) - {"model", "x", "guide", "diagnostics"})
+            unknown = marginal.unknown_options(estimator, self.log_marginal_options)
             if unknown:
-                raise ConfigError(f"unknown log_marginal_options {sorted(unknown)} for the {estimator!r} estimator")
+                raise ConfigError(f"unknown log_marginal_options {unknown} for the {estimator!r} estimator")
         if not isinstance(self.model_class, str) or self.model_class.count(":") != 1:
             raise ConfigError(f"model_class must be 'module:Class', got {self.model_class!r}")
         if self.data_dir is not None and not isinstance(self.data_dir, (str, os.PathLike)):

@@ -34,7 +34,7 @@ from pyro_aevb.infer.util import repeat_rows
 
 __all__ = [
     "appendix_d_estimate", "default_is_chunk_size", "hmc_log_marginal", "is_log_marginal", "log_marginal_likelihood",
-    "resampled_start",
+    "resampled_start", "unknown_options",
 ]
 
 # Rows (datapoints x importance samples) evaluated in one batched pass of the "is" estimator.
@@ -260,6 +260,12 @@ def is_log_marginal(model, x, guide, *, num_samples=5000, chunk_size=None, diagn
     return log_px, {"ess": ess, "stderr": stderr}
 
 
+def unknown_options(estimator, options):
+    """The names in ``options`` that ``estimator`` (``"hmc"``, ``"is"`` or ``"ais"``) does not take, sorted."""
+    fn = {"hmc": hmc_log_marginal, "is": is_log_marginal, "ais": ais.log_marginal}[estimator]
+    return sorted(set(options) - (set(inspect.signature(fn).parameters) - {"model", "x", "guide", "diagnostics"}))
+
+
 def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_diagnostics=False, **options):
     r"""
     An estimate of :math:`\log p_\theta(x^{(i)})` (nats) for each datapoint of ``x``.
@@ -364,11 +370,9 @@ def log_marginal_likelihood(model, x, estimator="hmc", guide=None, *, return_dia
     :param bool return_diagnostics: also return the dict of diagnostics.
     :returns: :math:`\log p_\theta(x^{(i)})` ``[B]``, or ``(log_px, diagnostics)``.
     """
-    known = {"hmc": hmc_log_marginal, "is": is_log_marginal, "ais": ais.log_marginal}.get(estimator)
-    names = set(inspect.signature(known).parameters) - {"model", "x", "guide", "diagnostics"} if known else set()
-    unknown = set(options) - names if known else set()
+    unknown = unknown_options(estimator, options) if estimator in ("hmc", "is", "ais") else []
     if unknown:
-        raise ValueError(f"unknown options {sorted(unknown)} for estimator {estimator!r}")
+        raise ValueError(f"unknown options {unknown} for estimator {estimator!r}")
     if estimator == "hmc":
         log_px, info = hmc_log_marginal(model, x, guide, diagnostics=return_diagnostics, **options)
     elif estimator == "is":
