@@ -80,7 +80,6 @@ import pyro.optim
 import torch
 import torch.nn.functional as F
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
-from pyro.optim import PyroOptim
 from torch.utils.data import DataLoader, TensorDataset
 
 from pyro_aevb.data import MinibatchSampler, load_dataset
@@ -90,6 +89,7 @@ from pyro_aevb.experiment.build import build_model
 from pyro_aevb.experiment.config import TrainConfig
 from pyro_aevb.experiment.methods import METHODS
 from pyro_aevb.models.distributions import HALF_LOG_2PI
+from pyro_aevb.optim import make_optim
 
 #: The paper's two models: data set and latent dimension (hidden units: the paper's, per data set).
 MODELS = {"mnist": 20, "frey": 10}
@@ -184,19 +184,6 @@ def burda_vae(x_dim):
     layers = [m for a, b in zip(sizes, sizes[1:]) for m in (torch.nn.Linear(a, b), torch.nn.Tanh())]
     vae.decoder = torch.nn.Sequential(*layers, torch.nn.Linear(IWAE_HIDDEN[-1], x_dim))
     return vae
-
-
-class _FusedAdam(PyroOptim):
-    """One fused ``torch.optim.Adam`` over every parameter it is handed, behind Pyro's optimizer interface."""
-
-    def __init__(self, optim_args):
-        super().__init__(torch.optim.Adam, dict(optim_args))
-        self.optimizer = None
-
-    def __call__(self, params, *args, **kwargs):
-        if self.optimizer is None:
-            self.optimizer = torch.optim.Adam(list(params), fused=True, **self.pt_optim_args)
-        self.optimizer.step()
 
 
 # -- contenders ------------------------------------------------------------------------------------
@@ -300,8 +287,9 @@ def make_contender(name, dataset, config, device, num_particles=5):
     if kind in ("iwae", "plain-iwae"):
         vae = burda_vae(dataset.x_dim).to(device)
         if kind == "iwae":
-            method = IWAE(vae, num_particles=num_particles, weight_decay=0.0)
-            method.optim = method.svi.optim = _FusedAdam(IWAE_ADAM)  # Burda et al.'s optimizer for both contenders
+            # Burda et al.'s Adam, as `pyro-aevb train --optim Adam` builds it
+            method = IWAE(vae, num_particles=num_particles, weight_decay=0.0,
+                          optim=make_optim("Adam", weight_decay=0.0, **IWAE_ADAM))
 
             def update(idx, x):
                 method.step(x, num_data=num_data)
@@ -340,7 +328,7 @@ def make_contender(name, dataset, config, device, num_particles=5):
         )
         batches = iter(())
 
-        def fetch():
+        def next_batch():
             nonlocal batches
             batch = next(batches, None)
             if batch is None:
@@ -348,6 +336,8 @@ def make_contender(name, dataset, config, device, num_particles=5):
                 batch = next(batches)
             x = batch[0].to(device)
             return (torch.bernoulli(x) if dataset.binarize == "dynamic" else x,)
+
+        fetch = next_batch  # a DataLoader's, as the Pyro user writes it
 
         def update(x):
             svi.step(x, num_data)
