@@ -118,7 +118,6 @@ def matmul_rate(rows, z_dim, hidden_dim, x_dim, repeats=20, clock=time.perf_coun
 
 def bench_ais(args, x):
     """Times ``estimator="ais"`` on the paper's VAE class; returns a dict with the FLOP rates."""
-    import torch
     from torch import nn
 
     from pyro_aevb import VAE

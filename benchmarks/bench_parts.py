@@ -26,7 +26,6 @@ Example::
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys

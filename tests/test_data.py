@@ -2,7 +2,6 @@ import io
 import os
 import re
 import shutil
-import sys
 import urllib.error
 import urllib.request
 

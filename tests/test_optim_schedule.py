@@ -12,7 +12,7 @@ import pyro.optim
 import pytest
 import torch
 
-from pyro_aevb import AEVB, VAE, TrainConfig, load_run, train
+from pyro_aevb import AEVB, VAE, TrainConfig, train
 from pyro_aevb.errors import ConfigError
 from pyro_aevb.optim import FusedOptim, make_optim
 

@@ -7,11 +7,10 @@ data refused on resume and evaluate, and every kind of bad data refused before a
 import json
 
 import numpy as np
-import pyro
 import pytest
 import torch
 
-from pyro_aevb import MinibatchSampler, TrainConfig, VAE, lower_bound, train
+from pyro_aevb import MinibatchSampler, TrainConfig, lower_bound, train
 from pyro_aevb.data import DataError
 from pyro_aevb.experiment.cli import main
 from pyro_aevb.experiment.evaluate import evaluate_run

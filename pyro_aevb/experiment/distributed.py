@@ -173,7 +173,7 @@ def init_world():
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     owns_group = not dist.is_initialized()
     if owns_group:
         # torch.optim's first step imports torch._dynamo; imported after the process group exists, it

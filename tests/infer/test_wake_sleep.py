@@ -7,7 +7,7 @@ from pyro import poutine
 
 from tests.helpers.linear_gaussian import LinearGaussianVAE, ppca_data, tiny_run_metrics
 
-from pyro_aevb import VAE, TrainConfig, load_dataset, load_run, lower_bound
+from pyro_aevb import VAE, load_dataset, load_run, lower_bound
 from pyro_aevb.models.variants import LaplacePriorVAE
 from pyro_aevb.infer.wake_sleep import WakeSleep, sleep_loss, wake_loss
 from pyro_aevb.models.closed_forms import direct_sleep_loss, direct_wake_loss
