@@ -270,6 +270,8 @@ def _add_reproduce(sub):
     a("--num-temps", type=_count, default=1000, help="loglik, iwae: AIS temperatures T [1000]")
     a("--num-steps", type=_count, default=10, help="loglik, iwae: leapfrog steps per AIS transition [10]")
     a("--bdmc", type=_count, default=100, help="loglik, iwae: points simulated from each model for the BDMC gap [100]")
+    a("--precision", choices=["fp32", "bf16"], default="fp32",
+      help="loglik, iwae: AIS's products; bf16 as for `evaluate --precision` [fp32]")
     a("--num-particles", type=_count, nargs="+", default=[1, 5],
       help="iwae: the K of each model trained, 1 being the VAE [1 5; Burda et al. also 50]")
     a("--stages", type=int, choices=range(1, 9), default=6, metavar="{1..8}",
@@ -300,12 +302,12 @@ def _iwae_settings(args):
     return IwaeSettings(num_particles=tuple(args.num_particles), stages=args.stages,
                         num_train=args.num_train[0] if args.num_train else None, is_points=args.is_points,
                         is_samples=args.is_samples, ais_points=args.ais_points, num_chains=args.num_chains,
-                        num_temps=args.num_temps, num_steps=args.num_steps, bdmc=args.bdmc)
+                        num_temps=args.num_temps, num_steps=args.num_steps, bdmc=args.bdmc, precision=args.precision)
 
 
 def _loglik_settings(args):
     return LoglikSettings(num_points=args.test_points, is_samples=args.is_samples, num_chains=args.num_chains,
-                          num_temps=args.num_temps, num_steps=args.num_steps, bdmc=args.bdmc)
+                          num_temps=args.num_temps, num_steps=args.num_steps, bdmc=args.bdmc, precision=args.precision)
 
 
 def _add_convert(sub):

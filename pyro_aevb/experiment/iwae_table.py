@@ -17,7 +17,9 @@ at the step size :math:`0.001 \cdot 10^{-i/7}` (:func:`burda_schedule`). Every m
 :class:`~pyro_aevb.infer.iwae.IWAE`, whose bound at :math:`K = 1` is the ELBO.
 
 The estimates are JSON files of :func:`~pyro_aevb.experiment.evaluate.evaluate_run` (and the active
-units' count) under ``OUT/iwae/<run>/``; one that is there already is not computed again.
+units' count) under ``OUT/iwae/<run>/``; one that is there already, made with the same settings, is not
+computed again, and one made with other settings is refused
+(:func:`~pyro_aevb.experiment.loglik.read_cached`).
 """
 
 import dataclasses
@@ -25,8 +27,8 @@ import json
 from pathlib import Path
 
 from pyro_aevb.data import load_dataset
-from pyro_aevb.errors import UserError
-from pyro_aevb.experiment.loglik import EstimatorSettings
+from pyro_aevb.experiment.atomic import write_atomic
+from pyro_aevb.experiment.loglik import EstimatorSettings, read_cached
 from pyro_aevb.experiment.rundir import RunDir, read_metrics
 from pyro_aevb.experiment.runs import run_name
 from pyro_aevb.experiment.tables import rounded, write_table
@@ -108,23 +110,21 @@ def count_active_units(configs, folders, dest, settings, log=print):
     :returns: dict mapping each run name to ``{"active_units", "num_points", "activity"}``.
     """
     found = {}
+    wanted = {"is_points": settings.is_points}
     for config in configs:
         name = run_name(config)
         path = Path(dest) / name / "active_units.json"
-        if not path.exists():
+        if read_cached(path, wanted) is None:
             vae = load_run(folders[name])
             dataset = load_data(vae.config, record=read_data_record(RunDir(folders[name])))[0]
             x = dataset.eval_split("test", min(settings.is_points, dataset.num_test))
             activity = unit_activity(vae.guide, x)
             result = {"active_units": int((activity > ACTIVITY_THRESHOLD).sum()), "threshold": ACTIVITY_THRESHOLD,
-                      "num_points": int(x.shape[0]), "activity": [float(a) for a in activity]}
+                      "num_points": int(x.shape[0]), "activity": [float(a) for a in activity], "settings": wanted}
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=2) + "\n")
+            write_atomic(path, json.dumps(result, indent=2) + "\n", durable=False, sync=False)
             log(f"counted the active units of {name}: {result['active_units']} of {activity.numel()}")
-        try:
-            found[name] = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"could not read {path}: {e}; delete it and run the same command again") from None
+        found[name] = read_cached(path, wanted)
     return found
 
 

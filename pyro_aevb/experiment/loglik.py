@@ -7,8 +7,10 @@ seconds each took. ``pyro-aevb reproduce loglik`` trains the runs (or reuses fin
 the table.
 
 Every estimate is a JSON file of :func:`~pyro_aevb.experiment.evaluate.evaluate_run` under
-``OUT/loglik/<run>/``; one that is there already is not computed again, so an interrupted table
-resumes where it stopped.
+``OUT/loglik/<run>/``, with the settings it was asked for; one that is there already, made with the
+same settings, is not computed again, so an interrupted table resumes where it stopped. One made with
+other settings is refused, naming the file and the settings that differ: it is never reused, nor
+overwritten.
 """
 
 import concurrent.futures
@@ -17,13 +19,14 @@ import json
 from pathlib import Path
 
 from pyro_aevb.errors import UserError
+from pyro_aevb.experiment.atomic import write_atomic
 from pyro_aevb.experiment.evaluate import evaluate_run, has_encoder
 from pyro_aevb.experiment.paper_runs import figure3
 from pyro_aevb.experiment.runs import run_name
 from pyro_aevb.experiment.tables import rounded, write_table
 from pyro_aevb.experiment.workers import worker_pool
 
-__all__ = ["EstimatorSettings", "LoglikSettings", "loglik_configs", "evaluate_runs", "loglik_table"]
+__all__ = ["EstimatorSettings", "LoglikSettings", "loglik_configs", "evaluate_runs", "loglik_table", "read_cached"]
 
 MIXTURE_PRIOR = "pyro_aevb.models.variants:MixturePriorVAE"
 
@@ -40,6 +43,8 @@ class EstimatorSettings:
     :param int num_steps: leapfrog steps per AIS transition.
     :param int bdmc: points simulated from each model for the BDMC gap.
     :param int seed: seeds every estimate.
+    :param str precision: AIS's products, ``"fp32"`` or ``"bf16"`` (see
+        :func:`~pyro_aevb.infer.ais.log_marginal`).
     """
 
     is_samples: int = 5000
@@ -48,12 +53,16 @@ class EstimatorSettings:
     num_steps: int = 10
     bdmc: int = 100
     seed: int = 0
+    precision: str = "fp32"
 
     def ais_job(self, num_points):
         """``("ais", evaluate_run keyword arguments)``: AIS with the BDMC gap, on the first ``num_points`` test points."""
-        return ("ais", {"estimator": "ais", "split": "test", "num_points": num_points, "seed": self.seed,
-                        "bdmc": self.bdmc, "num_chains": self.num_chains, "num_temps": self.num_temps,
-                        "num_steps": self.num_steps})
+        options = {"estimator": "ais", "split": "test", "num_points": num_points, "seed": self.seed,
+                   "bdmc": self.bdmc, "num_chains": self.num_chains, "num_temps": self.num_temps,
+                   "num_steps": self.num_steps}
+        if self.precision != "fp32":
+            options["precision"] = self.precision
+        return ("ais", options)
 
     def is_job(self, num_points):
         """``("is", evaluate_run keyword arguments)``: importance sampling on the first ``num_points`` test points."""
@@ -97,23 +106,55 @@ def loglik_configs(base, num_train=(1000, 50000), mcem_samples=None):
 
 
 def _evaluate_one(run_dir, dest, options):
-    """In a worker: one estimate, written to ``dest``."""
-    evaluate_run(run_dir, out=dest, **options)
+    """In a worker: one estimate, written to ``dest`` with the ``settings`` it was asked for."""
+    result = evaluate_run(run_dir, **options)
+    write_atomic(dest, json.dumps({**result, "settings": options}, indent=2) + "\n", durable=False, sync=False)
     return dest
+
+
+def read_cached(path, settings):
+    """
+    The JSON result at ``path`` if it was made with ``settings`` (its ``"settings"`` entry); ``None``
+    if there is none.
+
+    :raises UserError: the file holds a result made with other settings (naming those that differ),
+        or cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"could not read {path}: {e}; delete it and run the same command again") from None
+    wanted = json.loads(json.dumps(settings))  # as JSON has it: tuples as lists
+    found = result.get("settings") if isinstance(result, dict) else None
+    if found != wanted:
+        if isinstance(found, dict):
+            differ = ", ".join(f"{key} {found.get(key, 'unset')!r} there, {wanted.get(key, 'unset')!r} now"
+                               for key in sorted(set(found) | set(wanted)) if found.get(key) != wanted.get(key))
+        else:
+            differ = "it does not record its settings"
+        raise UserError(f"{path} holds a result made with other settings than this command's ({differ}); it is "
+                        "neither reused nor overwritten: delete it, or write to another --out")
+    return result
 
 
 def evaluate_runs(configs, folders, dest, settings, jobs=1, log=print):
     """
     Every estimate of every run in ``configs`` (``folders`` maps their run names to run folders) into
     ``dest/<run>/<estimator>.json``, ``jobs`` at a time in worker processes; estimates already there
-    are kept. The dearest estimates (AIS with BDMC) are started first.
+    with the same settings are kept, and one with other settings is refused (:func:`read_cached`). The dearest estimates (AIS with BDMC) are started first.
 
     :returns: dict mapping each run name to ``{estimator: result}``.
     """
     planned = [(run_name(config), estimator, options) for config in configs
                for estimator, options in settings.jobs(has_encoder(config))]
     path = {(name, estimator): Path(dest) / name / f"{estimator}.json" for name, estimator, _ in planned}
-    todo = [job for job in planned if not path[job[:2]].exists()]
+    results = {}
+    for name, estimator, options in planned:
+        results.setdefault(name, {})[estimator] = read_cached(path[name, estimator], options)
+    todo = [job for job in planned if results[job[0]][job[1]] is None]
     todo.sort(key=lambda job: job[1] != "ais")
     log(f"{len(todo)} estimates to compute with {jobs} worker(s)")
     if todo:
@@ -133,13 +174,9 @@ def evaluate_runs(configs, folders, dest, settings, jobs=1, log=print):
                     raise UserError(f"the {estimator} estimate of {name} failed: {reason}. The estimates written so "
                                     f"far are kept in {dest}; the same command computes the rest") from None
                 log(f"estimated {estimator} for {name}")
-    results = {}
-    for name, estimator, _ in planned:
-        try:
-            results.setdefault(name, {})[estimator] = json.loads(path[name, estimator].read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"could not read the estimate {path[name, estimator]}: {e}; delete it and run the same "
-                            "command again") from None
+    for name, estimator, options in planned:
+        if results[name][estimator] is None:
+            results[name][estimator] = read_cached(path[name, estimator], options)
     return results
 
 

@@ -254,6 +254,36 @@ def test_iwae(shared_data, tmp_path):
     second = reproduce(*args, data=shared_data, out=tmp_path)
     assert "2 of 2 runs already finished" in second.stdout and "0 estimates to compute" in second.stdout
     assert "counted" not in second.stdout
+    # Other estimator settings in the same folder: the saved estimates are refused by name, not reused.
+    other = [*map(str, args)]
+    other[other.index("--is-samples") + 1] = "20"
+    third = subprocess.run(
+        [sys.executable, "-m", "pyro_aevb", "reproduce", *other, "--data-dir", str(shared_data), "--out", str(tmp_path),
+         "--eval-points", "2"], capture_output=True, text=True, timeout=600)
+    assert third.returncode != 0 and "is.json holds a result made with other settings" in third.stderr, third.stderr
+    assert "num_samples 10 there, 20 now" in third.stderr, third.stderr
+
+
+def test_saved_results_are_reused_only_with_their_settings(tmp_path):
+    """read_cached: a result made with the same settings is read; other settings or none recorded are refused by name."""
+    import json
+
+    from pyro_aevb.experiment.loglik import read_cached
+
+    path = tmp_path / "ais.json"
+    assert read_cached(path, {"num_temps": 1000}) is None
+    path.write_text(json.dumps({"log_marginal_likelihood": -90.0, "settings": {"num_temps": 1000, "seed": 0}}))
+    assert read_cached(path, {"num_temps": 1000, "seed": 0})["log_marginal_likelihood"] == -90.0
+    with pytest.raises(UserError, match=r"ais.json holds a result made with other settings .*num_temps 1000 there, 100 now"):
+        read_cached(path, {"num_temps": 100, "seed": 0})
+    with pytest.raises(UserError, match=r"precision 'unset' there, 'bf16' now"):
+        read_cached(path, {"num_temps": 1000, "seed": 0, "precision": "bf16"})
+    path.write_text(json.dumps({"log_marginal_likelihood": -90.0}))
+    with pytest.raises(UserError, match="it does not record its settings"):
+        read_cached(path, {"num_temps": 1000})
+    path.write_text("{not json")
+    with pytest.raises(UserError, match="could not read .*ais.json"):
+        read_cached(path, {"num_temps": 1000})
 
 
 def test_iwae_bad_settings_are_named(tmp_path):
