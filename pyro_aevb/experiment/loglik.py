@@ -144,7 +144,8 @@ def evaluate_runs(configs, folders, dest, settings, jobs=1, log=print):
     """
     Every estimate of every run in ``configs`` (``folders`` maps their run names to run folders) into
     ``dest/<run>/<estimator>.json``, ``jobs`` at a time in worker processes; estimates already there
-    with the same settings are kept, and one with other settings is refused (:func:`read_cached`). The dearest estimates (AIS with BDMC) are started first.
+    with the same settings are kept, and one with other settings is refused (:func:`read_cached`).
+    The dearest estimates (AIS with BDMC) are started first.
 
     :returns: dict mapping each run name to ``{estimator: result}``.
     """

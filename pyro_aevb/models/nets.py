@@ -122,9 +122,10 @@ class _MLP(nn.Module):
 
     def features(self, inputs):
         """The last hidden layer's activations."""
-        h = inputs
-        for layer in hidden_layers(self):
-            h = self.act(layer(h))
+        h = self.act(self.hidden(inputs))
+        if self.deeper is not None:
+            for layer in self.deeper:
+                h = self.act(layer(h))
         return h
 
 
