@@ -180,7 +180,7 @@ def test_models_outside_the_class_are_refused_at_the_first_step(case):
 
 def test_a_net_registered_under_two_names_is_checked_and_trained():
     # pyro.module("a", net) and pyro.module("b", net): Pyro's store keeps one name per tensor. The
-    # check leaves the store as it found it, and the step trains the net once per step.
+    # check leaves the store as it found it, and a step trains the shared net.
     decoder = nn.Linear(2, 6)
 
     def model(x, num_data=None):
