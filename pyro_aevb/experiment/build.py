@@ -26,14 +26,27 @@ MOVED_MODULES = {
 }
 
 
-def import_model_class(path):
+def import_model_class(path, trust_model_file=True):
     """
     The class that ``path`` (``"module:Class"``, or ``"path/to/file.py:Class"``) names; paths of moved
     modules are mapped to their new home.
+
+    :param bool trust_model_file: whether a class named by a file may be imported from it, which runs
+        the file. ``False`` where ``path`` comes from a run folder rather than from the caller: loading a
+        run never runs code from a file that the folder names, unless the caller says so.
+    :raises ConfigError: for a class named by a file when ``trust_model_file`` is false, saying how to
+        load the run.
     """
     module, _, name = path.partition(":")
     module = MOVED_MODULES.get(module, module)
     if module.endswith(".py"):
+        if not trust_model_file:
+            raise ConfigError(
+                f"the run names its model class by a file, {path!r}, and loading a run does not run code from a "
+                "file that its folder names. Pass the model object, built as the run's was (model=...); or, if you "
+                "trust that file, say so: trust_model_file=True, or --trust-model-file on the command line "
+                f"(train --resume also trusts the file when given --model-class {path} again)"
+            )
         cls = import_from_file(module, name)
     else:
         try:
@@ -79,9 +92,12 @@ def accepts(cls, name):
     return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
-def build_model(config, x_dim):
-    """Instantiate ``config.model_class`` for data of dimension ``x_dim``."""
-    cls = import_model_class(config.model_class)
+def build_model(config, x_dim, trust_model_file=True):
+    """
+    Instantiate ``config.model_class`` for data of dimension ``x_dim``; ``trust_model_file`` as for
+    :func:`import_model_class`.
+    """
+    cls = import_model_class(config.model_class, trust_model_file)
     kwargs = model_kwargs(cls, config, x_dim)
     try:
         return cls(**kwargs)

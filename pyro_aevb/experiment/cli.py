@@ -140,6 +140,9 @@ def _add_train(sub):
       "tensorboard package: pip install 'pyro-aevb[tensorboard]')")
     a("--out", required=True, type=Path, help="the run folder to write (RUN_DIR)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    a("--trust-model-file", action="store_true",
+      help="--resume: build the run's model class from the file its config.json names (path/to/file.py:Class), "
+           "which runs that file; naming the same --model-class again does the same")
     a("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
@@ -162,7 +165,7 @@ def _train(args):
                 + ", ".join(f"{k}={v!r} (run has {s!r})" for k, (v, s) in clash.items())
             )
     train(TrainConfig(**given), args.out, resume=args.resume, progress=not args.no_progress,
-          samples=given.get("samples"))
+          samples=given.get("samples"), trust_model_file=args.trust_model_file)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the job, not one per process
         print(f"run written to {args.out}")
     return 0
@@ -209,6 +212,9 @@ def _add_evaluate(sub):
       help="datapoints per chunk, each with its own random stream from the seed and its index; under torchrun the "
            f"processes share the chunks, with the same result for any number of processes [{CHUNK_POINTS}]")
     a("--out", type=Path, help="write the result here as JSON (it is printed in any case)")
+    a("--trust-model-file", action="store_true",
+      help="build the run's model class from the file its config.json names (path/to/file.py:Class), which runs "
+           "that file; without it such a run is refused, since loading a run never runs code from a file it names")
     a("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
 
@@ -227,7 +233,7 @@ def _evaluate(args):
     result = evaluate_run(args.run_dir, args.estimator, args.split, args.num_points, data_dir=args.data_dir,
                           device=args.device, seed=args.seed, out=args.out, bdmc=args.bdmc,
                           ais_start=args.ais_start, chunk_points=args.chunk_points, progress=not args.no_progress,
-                          **options)
+                          trust_model_file=args.trust_model_file, **options)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one result for the job
         shown = {k: v for k, v in result.items() if k != "per_datapoint"}
         print(json.dumps(shown, indent=2))

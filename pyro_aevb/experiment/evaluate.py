@@ -31,7 +31,7 @@ __all__ = ["evaluate_run", "has_encoder"]
 
 def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_dir=None, device="cpu",
                  seed=0, out=None, bdmc=None, ais_start="guide", data=None, model=None, guide=None,
-                 chunk_points=CHUNK_POINTS, progress=False, **options):
+                 chunk_points=CHUNK_POINTS, progress=False, trust_model_file=False, **options):
     """
     Estimate :math:`\\log p_\\theta(x)` per datapoint for the first ``num_points`` datapoints of a split.
 
@@ -61,6 +61,8 @@ def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_di
         data (checked against the run's record of it); a run trained on a file reads the file again.
     :param model: your model object (and ``guide``, with a model function), built as the run's was,
         into which the run's parameters are loaded (:func:`~pyro_aevb.load_run`).
+    :param bool trust_model_file: build a run whose model class is named by a file, by running that
+        file (:func:`~pyro_aevb.load_run`; without it, such a run needs ``model=``).
     :param int chunk_points: the datapoints (and simulated points) are estimated in chunks of this many,
         each from its own random stream seeded by ``seed`` and the chunk's index
         (:mod:`pyro_aevb.experiment.sharded`); an evaluation of at most one chunk draws what
@@ -86,16 +88,16 @@ def evaluate_run(run_dir, estimator="ais", split="test", num_points=100, data_di
     world = evaluation_world()
     try:
         return _evaluate(world, run_dir, estimator, split, num_points, data_dir, device, seed, out, bdmc, ais_start,
-                         data, model, guide, chunk_points, progress, options)
+                         data, model, guide, chunk_points, progress, trust_model_file, options)
     finally:
         world.close()
 
 
 def _evaluate(world, run_dir, estimator, split, num_points, data_dir, device, seed, out, bdmc, ais_start,
-              data, model, guide, chunk_points, progress, options):
+              data, model, guide, chunk_points, progress, trust_model_file, options):
     if device == "cuda" and world.size > 1:
         device = f"cuda:{world.local_rank}"
-    vae = load_run(run_dir, device=device, model=model, guide=guide)
+    vae = load_run(run_dir, device=device, model=model, guide=guide, trust_model_file=trust_model_file)
     config = vae.config
     guide = vae.guide if has_encoder(config) else None
     p0 = guide if ais_start == "guide" else None  # where AIS and BDMC start

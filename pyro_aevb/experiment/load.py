@@ -51,7 +51,7 @@ def restore_parameters(vae, state, x, source, *, replace=False, check_params=Fal
     restore_param_store(state["param_store"])
 
 
-def load_run(run_dir, device="cpu", model=None, guide=None):
+def load_run(run_dir, device="cpu", model=None, guide=None, trust_model_file=False):
     """
     Load a trained model from a run folder written by :func:`~pyro_aevb.experiment.train.train` (or
     ``pyro-aevb train``).
@@ -65,6 +65,10 @@ def load_run(run_dir, device="cpu", model=None, guide=None):
         model class is imported and built, which needs the class to be importable (not defined in a
         script's ``__main__``).
     :param guide: the guide function, with a model function.
+    :param bool trust_model_file: a run whose model class is named by a file
+        (``--model-class path/to/file.py:Class``) is built, without ``model=``, only when this is true:
+        importing the class runs that file, and loading a run never runs code from a file that its
+        folder names unless you say so.
     :returns: the model (a :class:`~pyro_aevb.models.vae.VAE`, the run's model class, or the object
         given). Its ``.model`` and ``.guide`` are the Pyro functions. ``.config`` holds the run's
         :class:`~pyro_aevb.experiment.config.TrainConfig`, ``.metrics`` the rows of ``metrics.csv``.
@@ -85,7 +89,7 @@ def load_run(run_dir, device="cpu", model=None, guide=None):
         vae = as_model_object(model, guide).to(device)
     else:
         try:
-            vae = build_model(config, state["x_dim"]).to(device)
+            vae = build_model(config, state["x_dim"], trust_model_file).to(device)
         except ConfigError as e:
             raise ConfigError(f"{e}. To load this run, pass the model object: load_run(path, model=...)") from None
     x = torch.zeros(1, *state.get("data_shape", [state["x_dim"]]), device=device)

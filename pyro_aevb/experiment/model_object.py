@@ -5,7 +5,8 @@ pair of functions whose parameters live in Pyro's param store, trained by :func:
 
 This is PyTorch's ``state_dict`` idiom: the architecture comes from the caller, the weights from the
 run folder, and their names and shapes are checked against each other first. Model classes may also
-be named by a file's path (``path/to/file.py:Class``), imported from that file.
+be named by a file's path (``path/to/file.py:Class``), imported from that file: by training, and by
+loading a run only when the caller trusts the file (``trust_model_file``), since importing runs it.
 """
 
 import hashlib

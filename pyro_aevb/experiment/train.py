@@ -63,7 +63,8 @@ METRICS_COLUMNS = (
 )
 
 
-def train(config, out, resume=False, progress=True, samples=None, data=None, model=None, guide=None, callbacks=()):
+def train(config, out, resume=False, progress=True, samples=None, data=None, model=None, guide=None, callbacks=(),
+          trust_model_file=False):
     """
     Train a model and write its run folder. Everything the ``pyro-aevb train`` command does.
 
@@ -87,12 +88,17 @@ def train(config, out, resume=False, progress=True, samples=None, data=None, mod
         seen and the evaluation's row of ``metrics.csv`` (a dict of floats, ``None`` where not
         evaluated), on the main process. One that returns ``False`` stops the run cleanly: a checkpoint
         is written and ``resume=True`` continues it. (A tracker such as MLflow logs through one.)
+    :param bool trust_model_file: with ``resume``, build a run whose model class is named by a file
+        (``path/to/file.py:Class``) by running that file. Without it such a run resumes only when
+        ``config`` names the same class again (or with ``model=``): resuming never runs code from a file
+        that the run folder names unless you say so.
     :returns: the trained model (a :class:`~pyro_aevb.models.vae.VAE`), as :func:`pyro_aevb.load_run` would.
 
     .. note:: Pyro's parameter store is global: this clears it.
     """
     prepared = None
     given = as_model_object(model, guide) if model is not None else None
+    named = getattr(config, "model_class", None)  # the class the caller names (on resume, the run's is used)
     if not resume:  # an invalid setting or bad data is refused before the run folder is created
         if data is not None:
             config = dataclasses.replace(config, dataset=GIVEN_DATA)
@@ -121,7 +127,8 @@ def train(config, out, resume=False, progress=True, samples=None, data=None, mod
             config = world.on_main(open_run)
             if prepared is None:
                 prepared = load_data(config, data, record=read_data_record(run))
-            trainer = _Trainer(config.validate(), run, progress, world, prepared, given)
+            trusted = trust_model_file or not resume or named == config.model_class
+            trainer = _Trainer(config.validate(), run, progress, world, prepared, given, trusted)
             trainer.callbacks = list(callbacks)
             return trainer.run(resume)
     finally:
@@ -167,7 +174,7 @@ def _open_run(run, config, resume, samples):
 
 
 class _Trainer:
-    def __init__(self, config, run, progress, world, prepared=None, given=None):
+    def __init__(self, config, run, progress, world, prepared=None, given=None, trust_model_file=True):
         self.config, self.run_dir, self.progress, self.world = config, run, progress, world
         device = torch.device(config.device)
         if world.size > 1:
@@ -210,10 +217,10 @@ class _Trainer:
             self.vae = given.to(device)
         else:
             model_options = dict(config.model_options)
-            if accepts(import_model_class(config.model_class), "likelihood"):
+            if accepts(import_model_class(config.model_class, trust_model_file), "likelihood"):
                 model_options.setdefault("likelihood", self.dataset.likelihood)
             config.model_options = model_options
-            self.vae = build_model(config, self.dataset.x_dim).to(device)
+            self.vae = build_model(config, self.dataset.x_dim, trust_model_file).to(device)
         if getattr(self.vae, "x_dim", self.dataset.x_dim) != self.dataset.x_dim:
             raise ConfigError(f"the model expects {self.vae.x_dim}-dimensional data, {config.dataset} has {self.dataset.x_dim}")
         self.method = METHODS[config.method](self.vae, config)

@@ -1,8 +1,14 @@
 """
 Your model object through a run: train(model=obj), load_run(path, model=obj) with names and shapes
 checked, evaluate_run(model=obj), model functions with their parameters in Pyro's param store,
-``--model-class path/to/file.py:Class``, and a class of ``__main__`` named alone refused up front.
+``--model-class path/to/file.py:Class`` (the file run again on loading or resuming only when trusted),
+and a class of ``__main__`` named alone refused up front.
 """
+
+import inspect
+import json
+import re
+import sys
 
 import numpy as np
 import pyro
@@ -110,12 +116,77 @@ def test_an_object_of_a_main_class_trains_and_load_run_says_to_pass_it(tmp_path)
     assert isinstance(load_run(tmp_path / "run", model=cls()), cls)
 
 
-def test_model_class_by_file_path_from_the_command_line(tmp_path):
-    """--model-class tests/experiment/test_model_object.py:LaplaceVAE: imported from the file, then loaded again from it."""
+#: A user's model file, written by the tests: LaplaceVAE's source as ``FileVAE``, after a line that
+#: appends to the file ``RAN`` names, so that a test sees whether (and how often) the file was run.
+MODEL_FILE = """
+import os
+
+import pyro
+import pyro.distributions as dist
+from torch import nn
+
+with open(os.environ["RAN"], "a") as f:
+    f.write("ran\\n")
+
+
+""" + inspect.getsource(LaplaceVAE).replace("class LaplaceVAE", "class FileVAE")
+
+
+def _file_run(tmp_path, monkeypatch):
+    """A run trained from the command line with --model-class FILE.py:FileVAE; returns (run, class path, ran)."""
+    script, ran = tmp_path / "user_model.py", tmp_path / "ran.txt"
+    script.write_text(MODEL_FILE)
+    monkeypatch.setenv("RAN", str(ran))
     np.save(tmp_path / "data.npy", _data())
-    run = tmp_path / "run"
-    assert main(["train", "--dataset", str(tmp_path / "data.npy"), "--model-class", f"{__file__}:LaplaceVAE",
+    run, named = tmp_path / "run", f"{script}:FileVAE"
+    assert main(["train", "--dataset", str(tmp_path / "data.npy"), "--model-class", named,
                  "--samples", "100", "--batch-size", "20", "--latent-dim", "2", "--hidden", "8",
-                 "--eval-train-points", "20", "--out", str(run), "--no-progress"]) == 0
-    vae = load_run(run)
-    assert type(vae).__name__ == "LaplaceVAE" and vae.decoder[0].weight.shape == (8, 2)
+                 "--eval-train-points", "20", "--checkpoint-every", "100", "--out", str(run), "--no-progress"]) == 0
+    assert ran.read_text() == "ran\n", "training named the file: it was imported once"
+    # A fresh process would import it again: forget the module, so that a run of it shows in RAN.
+    for name in [n for n in sys.modules if n.startswith("_pyro_aevb_file_")]:
+        monkeypatch.delitem(sys.modules, name)
+    ran.unlink()
+    return run, named, ran
+
+
+def test_model_class_by_file_path_is_trained_and_loaded_again_only_when_trusted(tmp_path, monkeypatch, capsys):
+    """--model-class path/to/file.py:Class trains from the file; loading the run runs that file only on request."""
+    run, named, ran = _file_run(tmp_path, monkeypatch)
+    with pytest.raises(ConfigError, match=r"names its model class by a file.*trust_model_file=True.*model="):
+        load_run(run)
+    assert main(["evaluate", str(run), "--estimator", "is", "--num-points", "5", "--num-samples", "4", "--no-progress"]) != 0
+    assert "--trust-model-file" in capsys.readouterr().err
+    assert not ran.exists(), "loading ran the file that the run folder names"
+    vae = load_run(run, trust_model_file=True)
+    assert type(vae).__name__ == "FileVAE" and vae.decoder[0].weight.shape == (8, 2)
+    assert ran.read_text() == "ran\n"
+    assert main(["evaluate", str(run), "--estimator", "is", "--num-points", "5", "--num-samples", "4",
+                 "--trust-model-file", "--no-progress"]) == 0
+
+
+def test_resuming_a_run_named_by_file_runs_the_file_only_when_named_again_or_trusted(tmp_path, monkeypatch, capsys):
+    run, named, ran = _file_run(tmp_path, monkeypatch)
+    more = ["--samples", "140", "--out", str(run), "--no-progress", "--resume"]
+    assert main(["train", *more]) != 0
+    assert re.search(r"names its model class by a file.*--model-class", capsys.readouterr().err)
+    assert not ran.exists(), "resuming ran the file that the run folder names"
+    assert main(["train", *more, "--model-class", named]) == 0  # the same command as the first: trusted
+    assert ran.read_text() == "ran\n"
+    assert main(["train", "--samples", "160", "--out", str(run), "--no-progress", "--resume", "--trust-model-file"]) == 0
+    assert load_run(run, trust_model_file=True).metrics[-1]["samples"] >= 160
+
+
+def test_a_tampered_config_naming_another_file_is_not_run(tmp_path, monkeypatch):
+    """A config.json edited to name some other script: loading and evaluating refuse, and the script never runs."""
+    run, _, ran = _file_run(tmp_path, monkeypatch)
+    other = tmp_path / "elsewhere.py"
+    other.write_text("import os\nopen(os.environ['RAN'], 'a').write('other\\n')\n")
+    config = json.loads((run / "config.json").read_text())
+    config["config"]["model_class"] = f"{other}:FileVAE"
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="elsewhere.py"):
+        load_run(run)
+    with pytest.raises(ConfigError, match="elsewhere.py"):
+        evaluate_run(run, "is", num_points=5, num_samples=4)
+    assert not ran.exists()
